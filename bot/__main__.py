@@ -1,0 +1,91 @@
+"""The entry point: `python -m bot` loads .env, checks the settings and runs the bot until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import discord
+from dotenv import load_dotenv
+
+from bot.bot import Bot
+from bot.config import Settings
+from bot.errors import ConfigError
+
+log = logging.getLogger("bot")
+
+EXIT_CONFIG = 2
+EXIT_DISCORD_REFUSED = 3
+# SIGTERM must end the process within 10 s (Heroku-style platforms kill it after that).
+SHUTDOWN_TIMEOUT_SECONDS = 8.0
+
+
+def main() -> int:
+    """Run the bot; return the process exit code."""
+    load_dotenv(override=False)  # the environment wins over .env
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as error:
+        print(error.report(), file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # discord.py's gateway chatter is noise at INFO.
+    logging.getLogger("discord").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
+    log.info("Starting with %s", settings)
+    return asyncio.run(run(settings))
+
+
+async def run(settings: Settings) -> int:
+    """Run the bot until it is told to stop or Discord refuses it."""
+    bot = Bot(settings)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    runner = asyncio.create_task(bot.start(settings.discord_token))
+    stopper = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # re-raise why the bot stopped on its own
+            return 0
+        log.info("Stopping…")
+        await asyncio.wait_for(bot.close(), SHUTDOWN_TIMEOUT_SECONDS)
+        return 0
+    except discord.LoginFailure:
+        log.error(
+            "Discord rejected DISCORD_TOKEN. Copy a fresh token from the Developer Portal "
+            "(https://discord.com/developers/applications → your app → Bot → Reset Token) into DISCORD_TOKEN."
+        )
+        return EXIT_CONFIG
+    except discord.PrivilegedIntentsRequired:
+        app = (
+            f"https://discord.com/developers/applications/{bot.application_id}/bot"
+            if bot.application_id
+            else ("https://discord.com/developers/applications → your app → Bot")
+        )
+        log.error(
+            "Discord refused the Message Content intent (close code 4014). Either turn on "
+            "'Message Content Intent' under 'Privileged Gateway Intents' at %s, or set "
+            "DISCORD_MESSAGE_CONTENT=false (the bot then answers only messages that mention it).",
+            app,
+        )
+        return EXIT_DISCORD_REFUSED
+    except TimeoutError:
+        log.error("The bot did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_SECONDS)
+        return 1
+    finally:
+        stopper.cancel()
+        if not bot.is_closed():
+            await bot.close()
+        if not runner.done():
+            runner.cancel()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

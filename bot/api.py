@@ -1,0 +1,348 @@
+"""The client for the OpenAI-compatible API: one aiohttp session, retries, errors classified by code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bot.errors import ApiError, ApiErrorKind
+
+log = logging.getLogger(__name__)
+
+# As the official SDK: back off from 0.5 s, doubling, at most 8 s between tries.
+INITIAL_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 8.0
+# Waiting longer than this for a rate limit is worse than telling the user to come back.
+MAX_RETRY_AFTER_SECONDS = 30.0
+RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+# Error messages sometimes quote (part of) a key back; keys never reach a log or a user.
+KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a chat request."""
+
+    role: str
+    content: str
+    name: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        """The message as the API expects it."""
+        body = {"role": self.role, "content": self.content}
+        if self.name:
+            body["name"] = self.name
+        return body
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens the API says a call used."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass
+class ChatResult:
+    """A finished (or, while streaming, growing) chat answer."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    refusal: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What to ask the chat endpoint."""
+
+    model: str
+    messages: list[ChatMessage]
+    max_completion_tokens: int
+    temperature: float | None = None
+    safety_identifier: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self, *, stream: bool) -> dict[str, Any]:
+        """The request body; temperature only when the user set it (reasoning models accept only the default)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [message.to_json() for message in self.messages],
+            "max_completion_tokens": self.max_completion_tokens,
+        }
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.safety_identifier:
+            body["safety_identifier"] = self.safety_identifier
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.extra)
+        return body
+
+
+class OpenAIClient:
+    """Calls an OpenAI-compatible API at `base_url`; every failure becomes an ApiError with a kind."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout_seconds: float,
+        max_retries: int,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._timeout = timeout_seconds
+        self._max_retries = max_retries
+        self._sleep = sleep
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def redact(self, text: str) -> str:
+        """Text with the API key, and anything shaped like a key, removed."""
+        if self._api_key:
+            text = text.replace(self._api_key, "[redacted]")
+        return KEY_PATTERN.sub("[redacted]", text)
+
+    async def complete_chat(self, request: ChatRequest) -> ChatResult:
+        """One chat answer, not streamed."""
+        body = await self.post_json("/chat/completions", request.to_json(stream=False), model=request.model)
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        return ChatResult(
+            text=message.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            refusal=message.get("refusal"),
+            usage=_parse_usage(body.get("usage")),
+            model=body.get("model"),
+        )
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[tuple[str, ChatResult]]:
+        """Stream a chat answer: yields (new text, the result so far) as text arrives, the last with its end.
+
+        Retries happen only before the first byte of the answer; a stream cut or an error event later
+        raises ApiError(STREAM_BROKEN or the error's kind), since part of the answer is already shown.
+        """
+        result = ChatResult()
+        async with self._open("POST", "/chat/completions", request.model, json_body=request.to_json(stream=True)) as r:
+            saw_done = False
+            try:
+                async for data in _server_sent_events(r.content, self._timeout):
+                    if data == "[DONE]":
+                        saw_done = True
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise self._error_from_body(event, status=None, model=request.model)
+                    delta_text = _apply_chunk(result, event)
+                    if delta_text:
+                        yield delta_text, result
+            except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+                raise ApiError(ApiErrorKind.STREAM_BROKEN, f"stream failed: {type(exc).__name__}") from None
+            except TimeoutError:
+                raise ApiError(ApiErrorKind.TIMEOUT, "no data from the stream in time") from None
+            if not saw_done and result.finish_reason is None:
+                raise ApiError(ApiErrorKind.STREAM_BROKEN, "the stream ended before the answer was complete")
+        yield "", result
+
+    async def post_json(self, path: str, body: Mapping[str, Any], *, model: str | None = None) -> dict[str, Any]:
+        """POST a JSON body and return the JSON answer, with retries."""
+        async with self._open("POST", path, model, json_body=body) as response:
+            return await self._read_json(response)
+
+    async def post_form(
+        self, path: str, build_form: Callable[[], aiohttp.FormData], *, model: str | None = None
+    ) -> dict[str, Any]:
+        """POST a multipart form (built afresh for each try, since a form is consumed when sent)."""
+        async with self._open("POST", path, model, form=build_form) as response:
+            return await self._read_json(response)
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        """GET a JSON document, with retries."""
+        async with self._open("GET", path, None) as response:
+            return await self._read_json(response)
+
+    async def _read_json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
+        try:
+            body = await asyncio.wait_for(response.json(content_type=None), self._timeout)
+        except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(ApiErrorKind.SERVER_ERROR, f"unreadable answer: {type(exc).__name__}") from None
+        except TimeoutError:
+            raise ApiError(ApiErrorKind.TIMEOUT, "the answer did not arrive in time") from None
+        if not isinstance(body, dict):
+            raise ApiError(ApiErrorKind.SERVER_ERROR, "the answer was not a JSON object")
+        return body
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        method: str,
+        path: str,
+        model: str | None,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request, retrying what is worth retrying, and yield the successful response."""
+        url = self._base_url + path
+        attempt = 0
+        while True:
+            try:
+                response = await asyncio.wait_for(
+                    self._session.request(
+                        method,
+                        url,
+                        json=json_body,
+                        data=form() if form else None,
+                        headers=self._headers(),
+                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+                    ),
+                    self._timeout,
+                )
+            except TimeoutError:
+                raise ApiError(ApiErrorKind.TIMEOUT, f"{method} {path}: no answer in {self._timeout:g} s") from None
+            except aiohttp.ClientError as exc:
+                error = ApiError(ApiErrorKind.UNREACHABLE, f"{method} {path}: {self.redact(type(exc).__name__)}")
+                delay: float | None = self._backoff(attempt)
+            else:
+                if response.status < 400:
+                    try:
+                        yield response
+                    finally:
+                        response.release()
+                    return
+                error = await self._error_from_response(response, model)
+                response.release()
+                delay = self._retry_delay(error, attempt)
+            if delay is None or attempt >= self._max_retries:
+                raise error
+            attempt += 1
+            log.warning("%s %s failed (%s); retry %d in %.1f s", method, path, error.kind.value, attempt, delay)
+            await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        delay: float = min(INITIAL_BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS)
+        return delay * random.uniform(0.75, 1.0)  # jitter spreads retries from many channels
+
+    def _retry_delay(self, error: ApiError, attempt: int) -> float | None:
+        """Seconds to wait before retrying, or None when retrying cannot help."""
+        if error.kind is ApiErrorKind.RATE_LIMITED:
+            wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
+            return wait if wait <= MAX_RETRY_AFTER_SECONDS else None
+        if error.kind is ApiErrorKind.SERVER_ERROR and error.status in RETRYABLE_STATUSES:
+            return error.retry_after if error.retry_after is not None else self._backoff(attempt)
+        return None
+
+    async def _error_from_response(self, response: aiohttp.ClientResponse, model: str | None) -> ApiError:
+        try:
+            body = await asyncio.wait_for(response.json(content_type=None), self._timeout)
+        except (aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError, TimeoutError):
+            body = None
+        error = self._error_from_body(body, status=response.status, model=model)
+        error.retry_after = _retry_after(response.headers)
+        return error
+
+    def _error_from_body(self, body: Any, *, status: int | None, model: str | None) -> ApiError:
+        """Classify an error by its status, `code` and `type` (never by its message text)."""
+        details = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(details, dict):
+            details = {}
+        code = details.get("code")
+        code = str(code) if code is not None else None
+        error_type = str(details.get("type") or "")
+        message = self.redact(str(details.get("message") or f"HTTP {status}"))
+        kind = _classify(status, code, error_type)
+        return ApiError(kind, message, status=status, code=code or error_type or None, model=model)
+
+
+def _classify(status: int | None, code: str | None, error_type: str) -> ApiErrorKind:
+    if error_type == "insufficient_quota" or code in ("insufficient_quota", "credit_balance_exhausted"):
+        return ApiErrorKind.QUOTA_EXHAUSTED
+    if code in ("moderation_blocked", "content_policy_violation"):
+        return ApiErrorKind.SAFETY_REFUSAL
+    if code == "context_length_exceeded":
+        return ApiErrorKind.CONTEXT_TOO_LONG
+    if code in ("model_not_found",) or status == 404:
+        return ApiErrorKind.MODEL_NOT_FOUND
+    if status == 429 or code == "rate_limit_exceeded":
+        return ApiErrorKind.RATE_LIMITED
+    if status == 401 or code == "invalid_api_key":
+        return ApiErrorKind.BAD_KEY
+    if status == 403:
+        if code == "organization_not_verified" or error_type == "organization_verification_required":
+            return ApiErrorKind.ORGANIZATION_NOT_VERIFIED
+        return ApiErrorKind.FORBIDDEN
+    if status is None or status in RETRYABLE_STATUSES or status >= 500:
+        return ApiErrorKind.SERVER_ERROR
+    return ApiErrorKind.BAD_REQUEST
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait, from retry-after-ms or Retry-After (seconds)."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(float(value) / scale, 0.0)
+        except ValueError:
+            continue  # an HTTP date; rare from these APIs, back off instead
+    return None
+
+
+def _parse_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+
+
+def _apply_chunk(result: ChatResult, chunk: dict[str, Any]) -> str:
+    """Fold one chat.completion.chunk into the result; return the text it added."""
+    if chunk.get("usage"):
+        result.usage = _parse_usage(chunk["usage"])
+    result.model = chunk.get("model") or result.model
+    added = ""
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        added += delta.get("content") or ""
+        if delta.get("refusal"):
+            result.refusal = (result.refusal or "") + delta["refusal"]
+        if choice.get("finish_reason"):
+            result.finish_reason = choice["finish_reason"]
+    result.text += added
+    return added
+
+
+async def _server_sent_events(stream: aiohttp.StreamReader, idle_timeout: float) -> AsyncIterator[str]:
+    """The `data:` payloads of a Server-Sent Events stream; waits at most `idle_timeout` for each line."""
+    data_lines: list[str] = []
+    while True:
+        raw = await asyncio.wait_for(stream.readline(), idle_timeout)
+        if not raw:
+            return
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if data_lines:
+                yield "\n".join(data_lines)
+                data_lines = []
+        elif line.startswith("data:"):
+            data_lines.append(line[5:].lstrip(" "))

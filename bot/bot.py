@@ -1,0 +1,188 @@
+"""The Bot: owns the settings, the store and the API client; loads the cogs and syncs commands."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.api import OpenAIClient
+from bot.config import Settings
+from bot.errors import GENERIC_FAILURE, ApiError, UserError
+from bot.store import Store, open_store
+from bot.tokens import TokenCounter
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.chat",)
+COMMAND_SYNC_KEY = "command_sync_hash"
+
+# What the bot needs in a server: reading and answering, threads for conversations, files for
+# pictures and transcripts, and reactions/embeds for the small touches.
+REQUIRED_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    read_message_history=True,
+    attach_files=True,
+    embed_links=True,
+    add_reactions=True,
+)
+# Names as the Discord client shows them, for telling people what to grant.
+PERMISSION_NAMES = {
+    "view_channel": "View Channel",
+    "send_messages": "Send Messages",
+    "send_messages_in_threads": "Send Messages in Threads",
+    "create_public_threads": "Create Public Threads",
+    "read_message_history": "Read Message History",
+    "attach_files": "Attach Files",
+    "embed_links": "Embed Links",
+    "add_reactions": "Add Reactions",
+    "manage_messages": "Manage Messages",
+}
+
+
+def build_intents(settings: Settings) -> discord.Intents:
+    """Guilds and messages always; the privileged message-content intent when the owner enabled it."""
+    intents = discord.Intents.default()
+    intents.message_content = settings.discord_message_content
+    intents.members = False
+    intents.presences = False
+    return intents
+
+
+def missing_permissions(granted: discord.Permissions, needed: list[str]) -> list[str]:
+    """Display names of the permissions in `needed` that `granted` lacks."""
+    return [PERMISSION_NAMES.get(name, name) for name in needed if not getattr(granted, name)]
+
+
+class Bot(commands.Bot):
+    """The bot process: one store, one HTTP session, one API client, shared by all cogs."""
+
+    store: Store
+    api: OpenAIClient
+    http_session: aiohttp.ClientSession
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # no prefix commands; slash commands only
+            intents=build_intents(settings),
+            allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=ErrorReportingTree,
+            help_command=None,
+        )
+        self.settings = settings
+        self.tokens = TokenCounter()
+
+    async def setup_hook(self) -> None:
+        """Open the store and the API client, load the cogs, sync commands, log the invite link."""
+        self.store = await open_store(self.settings.database_url)
+        self.http_session = aiohttp.ClientSession()
+        self.api = OpenAIClient(
+            self.http_session,
+            base_url=self.settings.openai_base_url,
+            api_key=self.settings.openai_api_key,
+            timeout_seconds=self.settings.api_timeout_seconds,
+            max_retries=self.settings.api_max_retries,
+        )
+        # tiktoken may try to download its vocabulary: never on the event loop.
+        await asyncio.to_thread(self.tokens.load_vocabulary)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+        assert self.application_id is not None  # set by login, before setup_hook
+        log.info("Invite link: %s", self.invite_url(self.application_id))
+
+    @staticmethod
+    def invite_url(application_id: int) -> str:
+        """The OAuth2 link that adds the bot to a server with the scopes and permissions it needs."""
+        return discord.utils.oauth_url(
+            application_id, permissions=REQUIRED_PERMISSIONS, scopes=("bot", "applications.commands")
+        )
+
+    async def sync_commands(self) -> None:
+        """Sync to DISCORD_GUILD_ID at once, or globally only when the definitions changed since the last sync."""
+        if self.settings.discord_guild_id is not None:
+            guild = discord.Object(id=self.settings.discord_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("Synced %d commands to guild %s", len(synced), guild.id)
+            return
+        definitions = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode()).hexdigest()
+        if await self.store.get_meta(COMMAND_SYNC_KEY) == digest:
+            log.info("Global commands unchanged since the last sync; not syncing")
+            return
+        synced = await self.tree.sync()
+        await self.store.set_meta(COMMAND_SYNC_KEY, digest)
+        log.info("Synced %d global commands (Discord may take a while to show changes)", len(synced))
+
+    async def close(self) -> None:
+        """Log out, then close the HTTP session and the database."""
+        try:
+            await super().close()
+        finally:
+            if hasattr(self, "http_session"):
+                await self.http_session.close()
+            if hasattr(self, "store"):
+                await self.store.close()
+
+
+def describe_error(error: BaseException) -> str | None:
+    """The words a user sees for an error the bot expects, or None for a bug."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, ApiError):
+        return error.user_message()
+    if isinstance(error, discord.Forbidden):
+        return "🔒 I lack a Discord permission for that here. A server admin can check my role's permissions."
+    return None
+
+
+class ErrorReportingTree(app_commands.CommandTree["Bot"]):
+    """Answers every failed interaction with a short message; logs the detail of anything unexpected."""
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
+        """Map the error to words for the user and send them where the user is looking."""
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        message = describe_error(cause)
+        if message is None:
+            if isinstance(cause, app_commands.CommandOnCooldown):
+                message = f"⏳ Slow down: try again in {cause.retry_after:.0f} s."
+            elif isinstance(cause, app_commands.BotMissingPermissions):
+                message = f"🔒 I need these permissions here: {', '.join(cause.missing_permissions)}."
+            elif isinstance(cause, app_commands.CheckFailure):
+                message = "🚫 You can't use this command here."
+            else:
+                command = interaction.command.qualified_name if interaction.command else "?"
+                log.error(
+                    "Command /%s failed (user %s, guild %s, channel %s)",
+                    command,
+                    interaction.user.id,
+                    interaction.guild_id,
+                    interaction.channel_id,
+                    exc_info=cause,
+                )
+                message = GENERIC_FAILURE
+        else:
+            log.info("Command failed for the user: %s", cause)
+        await send_error(interaction, message)
+
+
+async def send_error(interaction: discord.Interaction[Any], message: str) -> None:
+    """Show an error: ephemeral before any answer, replacing the "thinking" state after a defer."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+        else:
+            await interaction.edit_original_response(content=message, attachments=[], embeds=[])
+    except discord.HTTPException:
+        log.warning("Could not tell user %s about an error", interaction.user.id, exc_info=True)

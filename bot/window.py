@@ -1,0 +1,51 @@
+"""Choosing which stored turns go to the model: the newest that fit the token budget."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.api import ChatMessage
+from bot.store import Turn
+from bot.tokens import TokenCounter
+
+# Read at most this many turns per request, whatever the budget: it bounds the database read.
+MAX_WINDOW_TURNS = 200
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The messages for one request, and whether older turns were left out."""
+
+    messages: list[ChatMessage]
+    omitted_older: bool
+    input_tokens: int
+
+
+def turn_to_message(turn: Turn) -> ChatMessage:
+    """A stored turn as a chat message: user turns say who spoke, in the text and in `name`."""
+    if turn.role == "assistant":
+        return ChatMessage("assistant", turn.content)
+    spoken = " (voice message)" if turn.spoken else ""
+    # `name` must match ^[a-zA-Z0-9_-]+$: use the id, which also tells apart people with the same display name.
+    name = _NAME_UNSAFE.sub("_", f"user_{turn.author_id}") if turn.author_id else None
+    return ChatMessage("user", f"{turn.author_name}{spoken}: {turn.content}", name=name)
+
+
+def build_window(
+    turns: Sequence[Turn], system_prompt: str, budget: int, counter: TokenCounter, *, more_in_store: bool
+) -> Window:
+    """The system prompt plus the newest turns that fit `budget` tokens (the newest turn always goes)."""
+    used = counter.count(system_prompt)
+    chosen: list[ChatMessage] = []
+    for turn in reversed(turns):
+        message = turn_to_message(turn)
+        cost = counter.count(message.content)
+        if chosen and used + cost > budget:
+            break
+        chosen.append(message)
+        used += cost
+    omitted = more_in_store or len(chosen) < len(turns)
+    return Window([ChatMessage("system", system_prompt), *reversed(chosen)], omitted, used)

@@ -1,0 +1,344 @@
+"""Conversations: /chat opens a thread per conversation, mentions and thread messages are turns, history persists."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import weakref
+from dataclasses import dataclass
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.api import ChatRequest, ChatResult
+from bot.bot import Bot, describe_error, missing_permissions
+from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, UserError
+from bot.render import MESSAGE_LIMIT, thread_name, truncate, with_notes
+from bot.store import ChannelRecord, NewTurn, UsageRecord
+from bot.streaming import EditThrottle, StreamingReply
+from bot.window import MAX_WINDOW_TURNS, build_window
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
+# Threads the bot opens archive after a day without messages; any new message unarchives them.
+THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
+THREAD_PERMISSIONS = ["send_messages", "create_public_threads", "send_messages_in_threads", "read_message_history"]
+IN_PLACE_PERMISSIONS = ["send_messages_in_threads", "read_message_history"]
+
+NOTE_OMITTED = "Older messages in this conversation were left out to fit the context budget."
+NOTE_LENGTH = "The answer was cut off: it reached the length limit."
+NOTE_FILTERED = "The provider's content filter stopped this answer."
+NOTE_REFUSED = "The model declined to answer."
+NOTE_EMPTY = "The model returned no text."
+NOT_ALLOWED = "🚫 Only the member who opened this conversation, or members with Manage Messages here, can do that."
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who is speaking: a member or user, by id and display name."""
+
+    id: int
+    name: str
+
+
+def safety_identifier(user_id: int) -> str:
+    """A stable, non-reversible id for the provider's abuse detection (≤ 64 chars)."""
+    return hashlib.sha256(f"discord-user:{user_id}".encode()).hexdigest()[:32]
+
+
+def answer_notes(result: ChatResult, *, omitted_older: bool) -> list[str]:
+    """The short notes shown under an answer."""
+    notes = []
+    if result.refusal:
+        notes.append(NOTE_REFUSED)
+    if result.finish_reason == "length":
+        notes.append(NOTE_LENGTH)
+    elif result.finish_reason == "content_filter":
+        notes.append(NOTE_FILTERED)
+    if not (result.text or result.refusal) and result.finish_reason != "length":
+        notes.append(NOTE_EMPTY)
+    if omitted_older:
+        notes.append(NOTE_OMITTED)
+    return notes
+
+
+def prompt_display(user: discord.abc.User, prompt: str) -> str:
+    """The message that shows what was asked (mentions render but ping nobody: the client allows none)."""
+    header = f"💬 {user.mention} asked:\n"
+    return header + truncate(prompt, MESSAGE_LIMIT - len(header))
+
+
+class Chat(commands.Cog):
+    """Chat with the model in threads, channels and (optionally) DMs."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.throttle = EditThrottle()
+        # One lock per channel orders its turns; unused locks vanish with their last waiter.
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock_for(self, channel_id: int) -> asyncio.Lock:
+        lock = self._locks.get(channel_id)
+        if lock is None:
+            lock = self._locks[channel_id] = asyncio.Lock()
+        return lock
+
+    @app_commands.command(name="chat", description="Ask the AI. In a channel this opens a thread for the conversation.")
+    @app_commands.describe(
+        prompt="What to ask or say",
+        model="Chat model for this answer (default: the server's)",
+        temperature="Randomness from 0 to 2 (default: the model's)",
+    )
+    async def chat(
+        self,
+        interaction: discord.Interaction[Bot],
+        prompt: app_commands.Range[str, 1, 4000],
+        model: app_commands.Range[str, 1, 100] | None = None,
+        temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
+    ) -> None:
+        """Open a conversation thread in a text channel, or continue the conversation where it is asked."""
+        if model is not None and not MODEL_NAME.match(model):
+            raise UserError("That model name has characters model names never have. Try one like `gpt-5-mini`.")
+        channel = interaction.channel
+        if channel is None or (interaction.guild is None and not self.bot.settings.allow_dms):
+            raise UserError("I don't chat in direct messages here. Use /chat in a server channel.")
+        opens_thread = isinstance(channel, discord.TextChannel)
+        needed = THREAD_PERMISSIONS if opens_thread else IN_PLACE_PERMISSIONS
+        if interaction.guild is not None and (missing := missing_permissions(interaction.app_permissions, needed)):
+            raise UserError(f"🔒 I need these permissions in this channel: {', '.join(missing)}.")
+        await interaction.response.defer(thinking=True)
+        shown = await interaction.edit_original_response(content=prompt_display(interaction.user, prompt))
+        if isinstance(channel, discord.TextChannel):
+            channel = await self._open_thread(channel, shown, interaction.user, prompt)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise UserError("I can't chat in this kind of channel. Try a text channel or a thread.")
+        asker = Asker(interaction.user.id, interaction.user.display_name)
+        await self.answer(channel, asker, prompt, guild_id=interaction.guild_id, model=model, temperature=temperature)
+
+    async def _open_thread(
+        self, channel: discord.TextChannel, message: discord.Message, opener: discord.abc.User, prompt: str
+    ) -> discord.Thread:
+        # Through the channel, not message.create_thread: an interaction's message has no guild attached.
+        thread = await channel.create_thread(
+            name=thread_name(prompt), message=message, auto_archive_duration=THREAD_ARCHIVE_MINUTES
+        )
+        parent = await self.bot.store.get_channel(channel.id)
+        await self.bot.store.save_conversation_thread(
+            thread.id,
+            guild_id=channel.guild.id,
+            parent_id=channel.id,
+            opened_by=opener.id,
+            system_prompt=parent.system_prompt,
+        )
+        return thread
+
+    @app_commands.command(name="reset", description="Forget this channel's or thread's conversation history.")
+    async def reset(self, interaction: discord.Interaction[Bot]) -> None:
+        """Forget the history here; the conversation goes on afresh."""
+        channel_id = self._require_channel_id(interaction)
+        record = await self.bot.store.get_channel(channel_id)
+        self._require_may_change(interaction, record)
+        async with self._lock_for(channel_id):
+            forgotten = await self.bot.store.clear_turns(channel_id)
+        log.info("User %s reset channel %s (%d turns)", interaction.user.id, channel_id, forgotten)
+        await interaction.response.send_message(
+            f"🧹 {interaction.user.mention} cleared this conversation's history. The next message starts afresh."
+        )
+
+    @app_commands.command(name="system", description="Show or set the system prompt for this channel or thread.")
+    @app_commands.describe(
+        prompt="The new system prompt (leave out to show the current one)",
+        restore_default="Go back to the server's default system prompt",
+    )
+    async def system(
+        self,
+        interaction: discord.Interaction[Bot],
+        prompt: app_commands.Range[str, 1, 4000] | None = None,
+        restore_default: bool = False,
+    ) -> None:
+        """Show the system prompt, or change it for everyone in this channel or thread."""
+        channel_id = self._require_channel_id(interaction)
+        record = await self.bot.store.get_channel(channel_id)
+        if prompt is None and not restore_default:
+            current = await self._system_prompt(record)
+            await interaction.response.send_message(
+                f"The system prompt here is:\n>>> {truncate(current, MESSAGE_LIMIT - 40)}", ephemeral=True
+            )
+            return
+        self._require_may_change(interaction, record)
+        await self.bot.store.set_system_prompt(
+            channel_id, None if restore_default else prompt, guild_id=interaction.guild_id
+        )
+        where = "thread" if isinstance(interaction.channel, discord.Thread) else "channel"
+        what = "back to the default" if restore_default else "changed"
+        await interaction.response.send_message(
+            f"📝 {interaction.user.mention} set this {where}'s system prompt {what}. It applies from the next message."
+        )
+
+    def _require_channel_id(self, interaction: discord.Interaction[Bot]) -> int:
+        if interaction.channel_id is None or (interaction.guild is None and not self.bot.settings.allow_dms):
+            raise UserError("There is no conversation with me here.")
+        return interaction.channel_id
+
+    @staticmethod
+    def _require_may_change(interaction: discord.Interaction[Bot], record: ChannelRecord) -> None:
+        """/reset and /system change what others share: moderators and the thread's opener only."""
+        if interaction.guild is None or interaction.permissions.manage_messages:
+            return
+        if record.opened_by is not None and record.opened_by == interaction.user.id:
+            return
+        raise UserError(NOT_ALLOWED)
+
+    async def _system_prompt(self, record: ChannelRecord) -> str:
+        """The channel's own prompt, else (for a thread) its parent's, else the server-wide default."""
+        if record.system_prompt:
+            return record.system_prompt
+        if record.parent_id is not None and not record.is_conversation:
+            parent = await self.bot.store.get_channel(record.parent_id)
+            if parent.system_prompt:
+                return parent.system_prompt
+        return self.bot.settings.system_prompt
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer messages in the bot's conversation threads, messages that mention it, and DMs if allowed."""
+        if message.author.bot or message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        if message.flags.voice:
+            return  # voice messages are turns too, but the transcription cog turns them into text first
+        if not await self._is_addressed(message):
+            return
+        text = self._strip_own_mention(message.content).strip()
+        if not text:
+            return
+        if message.guild is None and not self.bot.settings.allow_dms:
+            await message.reply("I don't chat in direct messages. Mention me in a server channel instead.")
+            return
+        asker = Asker(message.author.id, message.author.display_name)
+        await self.answer(
+            message.channel, asker, text, guild_id=message.guild.id if message.guild else None, reply_to=message
+        )
+
+    async def _is_addressed(self, message: discord.Message) -> bool:
+        me = self.bot.user
+        if message.guild is None or (me is not None and me in message.mentions):
+            return True
+        if isinstance(message.channel, discord.Thread):
+            return (await self.bot.store.get_channel(message.channel.id)).is_conversation
+        return False
+
+    def _strip_own_mention(self, content: str) -> str:
+        if self.bot.user is None:
+            return content
+        return re.sub(rf"<@!?{self.bot.user.id}>", "", content)
+
+    async def answer(
+        self,
+        channel: discord.abc.MessageableChannel,
+        asker: Asker,
+        text: str,
+        *,
+        guild_id: int | None,
+        reply_to: discord.Message | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        spoken: bool = False,
+    ) -> None:
+        """Take one user turn in a channel and stream the model's answer there; turns in a channel run in order."""
+        channel_id = channel.id
+        async with self._lock_for(channel_id):
+            await self.bot.store.add_turn(channel_id, NewTurn("user", asker.id, asker.name, text, spoken=spoken))
+            reply = StreamingReply(channel, channel_id, self.throttle, reply_to=reply_to)
+            reply.start_typing()
+            try:
+                await self._answer_turn(
+                    reply, channel_id, asker, guild_id, model or self.bot.settings.chat_model, temperature
+                )
+            except Exception as error:
+                message = describe_error(error)
+                if message is None:
+                    log.exception("Answering in channel %s failed", channel_id)
+                    message = GENERIC_FAILURE
+                else:
+                    log.warning("Answering in channel %s failed: %s", channel_id, error)
+                await _show_failure(reply, message)
+
+    async def _answer_turn(
+        self,
+        reply: StreamingReply,
+        channel_id: int,
+        asker: Asker,
+        guild_id: int | None,
+        model: str,
+        temperature: float | None,
+    ) -> None:
+        settings = self.bot.settings
+        record = await self.bot.store.get_channel(channel_id)
+        system_prompt = await self._system_prompt(record)
+        turns = await self.bot.store.recent_turns(channel_id, MAX_WINDOW_TURNS + 1)
+        budget = settings.context_token_budget - settings.max_answer_tokens
+        for attempt in range(2):
+            window = build_window(
+                turns[-MAX_WINDOW_TURNS:],
+                system_prompt,
+                budget,
+                self.bot.tokens,
+                more_in_store=len(turns) > MAX_WINDOW_TURNS,
+            )
+            request = ChatRequest(
+                model=model,
+                messages=window.messages,
+                max_completion_tokens=settings.max_answer_tokens,
+                temperature=temperature,
+                safety_identifier=safety_identifier(asker.id),
+            )
+            try:
+                result = await self._stream(reply, request)
+                break
+            except ApiError as error:
+                # The count was an estimate and the model's context is smaller: trim harder, once.
+                if error.kind is not ApiErrorKind.CONTEXT_TOO_LONG or attempt == 1 or reply.messages:
+                    raise
+                budget //= 2
+        answer = result.text or result.refusal or ""
+        shown = with_notes(answer, answer_notes(result, omitted_older=window.omitted_older))
+        await reply.finish(shown)
+        if answer:
+            await self.bot.store.add_turn(channel_id, NewTurn("assistant", None, "assistant", answer))
+        usage = result.usage
+        await self.bot.store.record_usage(
+            UsageRecord(
+                feature="chat",
+                model=model,
+                user_id=asker.id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                input_tokens=usage.input_tokens if usage else window.input_tokens,
+                output_tokens=usage.output_tokens if usage else self.bot.tokens.count(answer),
+            )
+        )
+
+    async def _stream(self, reply: StreamingReply, request: ChatRequest) -> ChatResult:
+        result = ChatResult()
+        async for _, result in self.bot.api.stream_chat(request):
+            if result.text:
+                await reply.update(result.text)
+        return result
+
+
+async def _show_failure(reply: StreamingReply, message: str) -> None:
+    """Say what went wrong where the answer would be, keeping any part of the answer already shown."""
+    try:
+        await reply.finish(with_notes(reply.text, [message]) if reply.text.strip() else message)
+    except discord.HTTPException:
+        log.warning("Could not show an error in the channel", exc_info=True)
+
+
+async def setup(bot: Bot) -> None:
+    """Load the cog."""
+    await bot.add_cog(Chat(bot))
