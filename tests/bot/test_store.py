@@ -143,9 +143,7 @@ def test_kill_9_while_writing_turns_leaves_only_whole_turns(tmp_path: Path) -> N
         asyncio.run(main())
         """
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", writer], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen([sys.executable, "-c", writer], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "writing"
     os.kill(process.pid, signal.SIGKILL)

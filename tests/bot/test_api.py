@@ -1,0 +1,265 @@
+"""The API client against the in-process fake OpenAI server: requests, streams, retries, errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from bot.api import ChatMessage, ChatRequest, OpenAIClient
+from bot.errors import ApiError, ApiErrorKind
+from tests.fakes.openai_server import (
+    ApiErrorReply,
+    FakeOpenAI,
+    Hang,
+    Reply,
+    StreamCut,
+    StreamError,
+    bad_key,
+    context_too_long,
+    quota_exhausted,
+    rate_limited,
+    server_error,
+    unknown_model,
+)
+
+KEY = "sk-test-key"
+CHAT = "/chat/completions"
+
+
+class SleepRecorder:
+    """Stands in for asyncio.sleep so retries are instant and their delays visible."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+async def client(fake_openai: FakeOpenAI, sleeps: SleepRecorder) -> AsyncIterator[OpenAIClient]:
+    async with aiohttp.ClientSession() as session:
+        yield OpenAIClient(
+            session, base_url=fake_openai.base_url, api_key=KEY, timeout_seconds=0.5, max_retries=2, sleep=sleeps
+        )
+
+
+def request(text: str = "Hello", **overrides: object) -> ChatRequest:
+    fields: dict[str, object] = {
+        "model": "gpt-5-mini",
+        "messages": [ChatMessage("system", "Be brief."), ChatMessage("user", f"Ann: {text}", name="user_1")],
+        "max_completion_tokens": 100,
+        **overrides,
+    }
+    return ChatRequest(**fields)  # type: ignore[arg-type]
+
+
+async def collect(client: OpenAIClient, chat: ChatRequest) -> tuple[list[str], str, str | None]:
+    deltas: list[str] = []
+    final = None
+    async for delta, result in client.stream_chat(chat):
+        if delta:
+            deltas.append(delta)
+        final = result
+    assert final is not None
+    return deltas, final.text, final.finish_reason
+
+
+async def test_plain_completion_sends_a_spec_valid_body_and_returns_text_and_usage(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(CHAT, Reply("Hi there", usage=(12, 3)))
+    result = await client.complete_chat(request(safety_identifier="abc123"))
+    assert result.text == "Hi there"
+    assert result.finish_reason == "stop"
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (12, 3)  # type: ignore[union-attr]
+    sent = fake_openai.requests_to(CHAT)[0]
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
+    assert sent.json["max_completion_tokens"] == 100
+    assert "max_tokens" not in sent.json
+    assert "temperature" not in sent.json  # only when the user set it
+    assert sent.json["safety_identifier"] == "abc123"
+    assert sent.json["messages"][1] == {"role": "user", "content": "Ann: Hello", "name": "user_1"}
+
+
+async def test_temperature_is_sent_when_set(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    await client.complete_chat(request(temperature=0.7))
+    assert fake_openai.requests_to(CHAT)[0].json["temperature"] == 0.7
+
+
+async def test_stream_yields_the_text_piece_by_piece_with_usage(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, Reply("The quick brown fox jumps over the lazy dog.", usage=(20, 11)))
+    final = None
+    deltas = []
+    async for delta, result in client.stream_chat(request()):
+        deltas.append(delta)
+        final = result
+    assert final is not None
+    assert len([d for d in deltas if d]) > 1
+    assert "".join(deltas) == final.text == "The quick brown fox jumps over the lazy dog."
+    assert final.finish_reason == "stop"
+    assert final.usage is not None and final.usage.output_tokens == 11
+    sent = fake_openai.requests_to(CHAT)[0].json
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_reports_length_cutoff(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, Reply("partial answ", finish_reason="length"))
+    _, text, finish = await collect(client, request())
+    assert (text, finish) == ("partial answ", "length")
+
+
+async def test_rate_limit_waits_retry_after_then_succeeds(
+    client: OpenAIClient, fake_openai: FakeOpenAI, sleeps: SleepRecorder
+) -> None:
+    fake_openai.queue(CHAT, rate_limited(retry_after=1.5), Reply("ok"))
+    _, text, _ = await collect(client, request())
+    assert text == "ok"
+    assert sleeps.delays == [1.5]
+    assert len(fake_openai.requests_to(CHAT)) == 2
+
+
+async def test_retry_after_ms_is_preferred(
+    client: OpenAIClient, fake_openai: FakeOpenAI, sleeps: SleepRecorder
+) -> None:
+    fake_openai.queue(
+        CHAT, ApiErrorReply(429, "requests", "rate_limit_exceeded", "slow down", retry_after=3, retry_after_ms=250)
+    )
+    await client.complete_chat(request())
+    assert sleeps.delays == [0.25]
+
+
+async def test_a_long_rate_limit_is_not_waited_out(
+    client: OpenAIClient, fake_openai: FakeOpenAI, sleeps: SleepRecorder
+) -> None:
+    fake_openai.queue(CHAT, rate_limited(retry_after=600))
+    with pytest.raises(ApiError) as caught:
+        await client.complete_chat(request())
+    assert caught.value.kind is ApiErrorKind.RATE_LIMITED
+    assert caught.value.retry_after == 600
+    assert sleeps.delays == []
+    assert "600 s" in caught.value.user_message()
+
+
+async def test_exhausted_quota_is_never_retried(
+    client: OpenAIClient, fake_openai: FakeOpenAI, sleeps: SleepRecorder
+) -> None:
+    fake_openai.queue(CHAT, quota_exhausted())
+    with pytest.raises(ApiError) as caught:
+        await collect(client, request())
+    assert caught.value.kind is ApiErrorKind.QUOTA_EXHAUSTED
+    assert len(fake_openai.requests_to(CHAT)) == 1
+    assert sleeps.delays == []
+    assert "credit" in caught.value.user_message()
+
+
+async def test_server_errors_back_off_exponentially_with_jitter_then_give_up(
+    client: OpenAIClient, fake_openai: FakeOpenAI, sleeps: SleepRecorder
+) -> None:
+    fake_openai.queue(CHAT, server_error(), server_error(), server_error())
+    with pytest.raises(ApiError) as caught:
+        await client.complete_chat(request())
+    assert caught.value.kind is ApiErrorKind.SERVER_ERROR
+    assert len(fake_openai.requests_to(CHAT)) == 3  # the first try and two retries
+    first, second = sleeps.delays
+    assert 0.375 <= first <= 0.5 and 0.75 <= second <= 1.0
+
+
+async def test_a_server_error_then_success_succeeds(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, server_error(), Reply("recovered"))
+    assert (await client.complete_chat(request())).text == "recovered"
+
+
+async def test_a_hanging_server_times_out(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, Hang())
+    with pytest.raises(ApiError) as caught:
+        await collect(client, request())
+    assert caught.value.kind is ApiErrorKind.TIMEOUT
+
+
+async def test_a_cut_stream_is_reported_after_the_text_that_arrived(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(CHAT, StreamCut("Half of the ans"))
+    # aiohttp drops bytes still buffered when it sees the close: let the pieces arrive apart, as in real life.
+    fake_openai.chunk_delay = 0.02
+    seen = []
+    with pytest.raises(ApiError) as caught:
+        async for delta, _ in client.stream_chat(request()):
+            seen.append(delta)
+    assert caught.value.kind is ApiErrorKind.STREAM_BROKEN
+    arrived = "".join(seen)
+    assert arrived and "Half of the ans".startswith(arrived)
+
+
+async def test_an_error_event_inside_a_stream_is_classified(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, StreamError("Some text", "server_error", "server_error", "The server had an error"))
+    with pytest.raises(ApiError) as caught:
+        await collect(client, request())
+    assert caught.value.kind is ApiErrorKind.SERVER_ERROR
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [
+        (unknown_model("gpt-nope"), ApiErrorKind.MODEL_NOT_FOUND),
+        (context_too_long(), ApiErrorKind.CONTEXT_TOO_LONG),
+        (bad_key(), ApiErrorKind.BAD_KEY),
+        (ApiErrorReply(403, "invalid_request_error", None, "Forbidden"), ApiErrorKind.FORBIDDEN),
+        (ApiErrorReply(400, "invalid_request_error", "invalid_value", "Bad"), ApiErrorKind.BAD_REQUEST),
+    ],
+)
+async def test_errors_are_classified_by_code_and_type(
+    client: OpenAIClient, fake_openai: FakeOpenAI, behaviour: ApiErrorReply, kind: ApiErrorKind
+) -> None:
+    fake_openai.queue(CHAT, behaviour)
+    with pytest.raises(ApiError) as caught:
+        await client.complete_chat(request())
+    assert caught.value.kind is kind
+    assert len(fake_openai.requests_to(CHAT)) == 1
+
+
+async def test_an_unreachable_server_is_retried_then_reported(sleeps: SleepRecorder) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = OpenAIClient(
+            session, base_url="http://127.0.0.1:9/v1", api_key=KEY, timeout_seconds=2, max_retries=1, sleep=sleeps
+        )
+        with pytest.raises(ApiError) as caught:
+            await client.complete_chat(request())
+    assert caught.value.kind is ApiErrorKind.UNREACHABLE
+    assert len(sleeps.delays) == 1
+
+
+async def test_the_key_never_appears_in_errors_or_logs(sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "sk-proj-SECRETsecret1234567890"
+    fake_openai = FakeOpenAI(validator=None, api_key=secret)
+    await fake_openai.start()
+    fake_openai.queue(
+        CHAT,
+        ApiErrorReply(401, "invalid_request_error", "invalid_api_key", f"Incorrect API key provided: {secret}."),
+        ApiErrorReply(500, "server_error", None, f"echo {secret}"),
+        ApiErrorReply(500, "server_error", None, f"echo {secret}"),
+        ApiErrorReply(500, "server_error", None, f"echo {secret}"),
+    )
+    caplog.set_level(logging.DEBUG)
+    async with aiohttp.ClientSession() as session:
+        client = OpenAIClient(
+            session, base_url=fake_openai.base_url, api_key=secret, timeout_seconds=1, max_retries=2, sleep=sleeps
+        )
+        for _ in range(2):
+            with pytest.raises(ApiError) as caught:
+                await client.complete_chat(request())
+            assert secret not in str(caught.value)
+            assert secret not in caught.value.detail
+            assert secret not in caught.value.user_message()
+    await fake_openai.close()
+    assert [r.headers["Authorization"] for r in fake_openai.requests] == [f"Bearer {secret}"] * 4
+    assert secret not in caplog.text
