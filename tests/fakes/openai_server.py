@@ -1,0 +1,567 @@
+"""An in-process fake of an OpenAI-compatible API: scripted answers, every request recorded and spec-checked."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import re
+import struct
+import time
+import zlib
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+from multidict import CIMultiDict
+
+from tests.fakes.openapi import OpenApiValidator
+
+DEFAULT_MODELS = ("gpt-5-mini", "gpt-5", "gpt-image-2", "gpt-transcribe", "omni-moderation-latest")
+# The real server identifies the audio format by the filename's extension.
+AUDIO_EXTENSIONS = frozenset({"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm"})
+MAX_AUDIO_BYTES = 25 * 1024 * 1024
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+DEFAULT_IMAGE_SIZE = (1024, 1024)
+IMAGE_COLOUR = (64, 128, 192)
+# close() gives answers in flight this long, then aiohttp cancels them and drops their connections.
+SHUTDOWN_SECONDS = 0.05
+# aiohttp's default 1 MiB body limit is below what chat requests with long contexts reach.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it; `path` is relative to /v1."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    json: Any = None
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A chat answer, streamed or not as the request asked; usage is (prompt, completion) tokens."""
+
+    text: str
+    finish_reason: str = "stop"
+    refusal: str | None = None
+    usage: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ApiErrorReply:
+    """An error answer in the real API's shape, optionally with Retry-After / retry-after-ms headers."""
+
+    status: int
+    type: str
+    code: str | None
+    message: str
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Never answer; the request stays open until the fake closes."""
+
+
+@dataclass(frozen=True)
+class StreamCut:
+    """A streamed 200 that sends this text and then drops the connection without [DONE]."""
+
+    text_before_cut: str
+
+
+@dataclass(frozen=True)
+class StreamError:
+    """A streamed 200 that sends this text and then an error event."""
+
+    text_before_error: str
+    type: str
+    code: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ImagesReply:
+    """An images answer; None fields follow the request (`n`, `size`)."""
+
+    count: int | None = None
+    revised_prompt: str | None = None
+    size: str | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptReply:
+    """A transcription answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ModerationReply:
+    """A moderation verdict applied to every input of the request."""
+
+    flagged: bool
+    categories: Sequence[str] = ()
+
+
+Behaviour = Reply | ApiErrorReply | Hang | StreamCut | StreamError | ImagesReply | TranscriptReply | ModerationReply
+Handler = Callable[[web.Request, RecordedRequest, Any], Awaitable[web.StreamResponse]]
+
+
+def rate_limited(retry_after: float = 0.05) -> ApiErrorReply:
+    """429 rate limit that clears after `retry_after` seconds."""
+    return ApiErrorReply(
+        429,
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1.",
+        retry_after=retry_after,
+    )
+
+
+def quota_exhausted() -> ApiErrorReply:
+    """429 that waiting does not fix: the account is out of credit."""
+    return ApiErrorReply(
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    )
+
+
+def server_error() -> ApiErrorReply:
+    """500 from the API itself."""
+    return ApiErrorReply(
+        500, "server_error", None, "The server had an error while processing your request. Sorry about that!"
+    )
+
+
+def unknown_model(model: str) -> ApiErrorReply:
+    """404 for a model that does not exist or is not available to the key."""
+    return ApiErrorReply(
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        f"The model `{model}` does not exist or you do not have access to it.",
+    )
+
+
+def context_too_long() -> ApiErrorReply:
+    """400 for a prompt larger than the model's context window."""
+    return ApiErrorReply(
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens. "
+        "Please reduce the length of the messages.",
+    )
+
+
+def moderation_blocked() -> ApiErrorReply:
+    """400 from the image safety system."""
+    return ApiErrorReply(
+        400,
+        "image_generation_user_error",
+        "moderation_blocked",
+        "Your request was rejected by the safety system. If you believe this is an error, contact us.",
+    )
+
+
+def org_not_verified(model: str = "gpt-image-2") -> ApiErrorReply:
+    """403 for a model that needs a verified organization."""
+    return ApiErrorReply(
+        403,
+        "invalid_request_error",
+        None,
+        f"Your organization must be verified to use the model `{model}`. Please go to: "
+        "https://platform.openai.com/settings/organization/general and click on Verify Organization.",
+    )
+
+
+def bad_key() -> ApiErrorReply:
+    """401 for a wrong API key."""
+    return ApiErrorReply(
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+    )
+
+
+def invalid_request(message: str, code: str | None = None) -> ApiErrorReply:
+    """400 for a request the server refuses before doing any work."""
+    return ApiErrorReply(400, "invalid_request_error", code, message)
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible server on 127.0.0.1 in the test's event loop, scripted per endpoint."""
+
+    def __init__(self, *, validator: OpenApiValidator | None, api_key: str = "sk-test-key") -> None:
+        self.models = list(DEFAULT_MODELS)
+        self.stream_chunk_chars = 8
+        self.chunk_delay = 0.0
+        self.base_url = ""
+        self.requests: list[RecordedRequest] = []
+        self.violations: list[str] = []
+        self._validator = validator
+        self._api_key = api_key
+        self._queues: defaultdict[str, deque[Behaviour]] = defaultdict(deque)
+        self._runner: web.AppRunner | None = None
+        self._ids = itertools.count(1)
+        images = ("POST", self._images, (ImagesReply,))
+        self._endpoints: dict[str, tuple[str, Handler, tuple[type, ...]]] = {
+            "/models": ("GET", self._models, ()),
+            "/chat/completions": ("POST", self._chat, (Reply, StreamCut, StreamError)),
+            "/images/generations": images,
+            "/images/edits": images,
+            "/images/variations": images,
+            "/audio/transcriptions": ("POST", self._transcription, (TranscriptReply,)),
+            "/moderations": ("POST", self._moderation, (ModerationReply,)),
+        }
+
+    async def start(self) -> None:
+        """Listen on a free port and set `base_url`."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def close(self) -> None:
+        """Stop the server, dropping the connections of requests still in flight (Hang, slow streams)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def queue(self, path: str, *behaviours: Behaviour) -> None:
+        """Script the next answers of an endpoint, used one per request before the default applies."""
+        if path not in self._endpoints:
+            raise ValueError(f"the fake has no endpoint {path}; it serves {', '.join(self._endpoints)}")
+        allowed = (ApiErrorReply, Hang, *self._endpoints[path][2])
+        for behaviour in behaviours:
+            if not isinstance(behaviour, allowed):
+                raise TypeError(f"{type(behaviour).__name__} does not apply to {path}")
+        self._queues[path].extend(behaviours)
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """The recorded requests to one endpoint, in order."""
+        return [request for request in self.requests if request.path == path]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """Record, authenticate, route, check and answer one request."""
+        path = request.path.removeprefix("/v1")
+        recorded, problems = await _read_request(request, path)
+        self.requests.append(recorded)
+        if request.headers.get("Authorization") != f"Bearer {self._api_key}":
+            return _error_response(bad_key())
+        endpoint = self._endpoints.get(path)
+        if endpoint is None or endpoint[0] != request.method:
+            return _error_response(
+                ApiErrorReply(404, "invalid_request_error", None, f"Invalid URL ({request.method} {request.path})")
+            )
+        problems = problems or self._spec_problems(recorded)
+        if problems:
+            self.violations.extend(f"{request.method} {path}: {problem}" for problem in problems)
+            return _error_response(invalid_request("; ".join(problems)))
+        refusal = _upload_refusal(recorded) if path == "/audio/transcriptions" else None
+        if refusal is not None:
+            return _error_response(refusal)
+        behaviour = self._queues[path].popleft() if self._queues[path] else None
+        if isinstance(behaviour, ApiErrorReply):
+            return _error_response(behaviour)
+        if isinstance(behaviour, Hang):
+            await asyncio.Event().wait()  # never set: close() cancels the wait and drops the connection
+        return await endpoint[1](request, recorded, behaviour)
+
+    def _spec_problems(self, recorded: RecordedRequest) -> list[str]:
+        """What the spec says is wrong with the request body (nothing when validation is off)."""
+        if self._validator is None:
+            return []
+        if recorded.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            files = {name: upload[0] for name, upload in recorded.files.items()}
+            return self._validator.check_multipart(recorded.method, recorded.path, recorded.fields, files)
+        return self._validator.check_json(recorded.method, recorded.path, recorded.json)
+
+    async def _models(self, request: web.Request, recorded: RecordedRequest, behaviour: None) -> web.StreamResponse:
+        """GET /models."""
+        data = [
+            {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "openai"} for model in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(
+        self, request: web.Request, recorded: RecordedRequest, behaviour: Reply | StreamCut | StreamError | None
+    ) -> web.StreamResponse:
+        """POST /chat/completions; StreamCut and StreamError always answer as a stream."""
+        body = recorded.json
+        if behaviour is None:
+            behaviour = Reply(f"Echo: {_last_user_text(body['messages'])}")
+        if isinstance(behaviour, Reply) and body.get("stream") is not True:
+            return web.json_response(self._completion(body, behaviour))
+        return await self._stream_completion(request, body, behaviour)
+
+    def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        """A non-streamed ChatCompletion object."""
+        content = None if reply.refusal is not None and not reply.text else reply.text
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": reply.refusal, "annotations": []}
+        return {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}],
+            "usage": _chat_usage(body, reply),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
+
+    async def _stream_completion(
+        self, request: web.Request, body: dict[str, Any], behaviour: Reply | StreamCut | StreamError
+    ) -> web.StreamResponse:
+        """Server-sent chat.completion.chunk events, ended as the behaviour says."""
+        include_usage = (body.get("stream_options") or {}).get("include_usage") is True
+        base = {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body["model"],
+            "system_fingerprint": "fp_fake",
+        }
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            # With include_usage every chunk carries `usage: null` until the final usage chunk.
+            return {**base, "choices": [choice], **({"usage": None} if include_usage else {})}
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        await _send_event(response, chunk({"role": "assistant", "content": "", "refusal": None}))
+        if isinstance(behaviour, Reply):
+            text = behaviour.text
+        else:
+            text = behaviour.text_before_cut if isinstance(behaviour, StreamCut) else behaviour.text_before_error
+        await self._send_pieces(response, "content", text, chunk)
+        if isinstance(behaviour, StreamCut):
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        if isinstance(behaviour, StreamError):
+            error = {"message": behaviour.message, "type": behaviour.type, "param": None, "code": behaviour.code}
+            await _send_event(response, {"error": error})
+            await response.write_eof()
+            return response
+        await self._send_pieces(response, "refusal", behaviour.refusal or "", chunk)
+        await _send_event(response, chunk({}, behaviour.finish_reason))
+        if include_usage:
+            await _send_event(response, {**base, "choices": [], "usage": _chat_usage(body, behaviour)})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _send_pieces(
+        self,
+        response: web.StreamResponse,
+        key: str,
+        text: str,
+        chunk: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
+        """Send text as deltas of `stream_chunk_chars` characters, `chunk_delay` seconds apart."""
+        for start in range(0, len(text), self.stream_chunk_chars):
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            await _send_event(response, chunk({key: text[start : start + self.stream_chunk_chars]}))
+
+    async def _images(
+        self, request: web.Request, recorded: RecordedRequest, behaviour: ImagesReply | None
+    ) -> web.StreamResponse:
+        """POST /images/generations, /images/edits and /images/variations: solid-colour PNGs."""
+        behaviour = behaviour or ImagesReply()
+        params: Mapping[str, Any] = recorded.json if recorded.json is not None else recorded.fields
+        count = behaviour.count if behaviour.count is not None else int(params.get("n") or 1)
+        size = str(behaviour.size or params.get("size") or "auto")
+        dimensions = re.fullmatch(r"(\d+)x(\d+)", size)
+        if size != "auto" and dimensions is None:
+            message = f"Invalid value: '{size}'. Use WIDTHxHEIGHT or auto."
+            return _error_response(invalid_request(message, "invalid_value"))
+        width, height = DEFAULT_IMAGE_SIZE if dimensions is None else map(int, dimensions.groups())
+        png = base64.b64encode(_solid_png(width, height, IMAGE_COLOUR)).decode("ascii")
+        image: dict[str, Any] = {"b64_json": png}
+        if behaviour.revised_prompt is not None:
+            image["revised_prompt"] = behaviour.revised_prompt
+        prompt_tokens = _estimate_tokens(str(params.get("prompt", "")))
+        usage = {
+            "input_tokens": prompt_tokens,
+            "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": 0},
+            "output_tokens": 1056 * count,
+            "total_tokens": prompt_tokens + 1056 * count,
+        }
+        return web.json_response({"created": int(time.time()), "data": [image] * count, "usage": usage})
+
+    async def _transcription(
+        self, request: web.Request, recorded: RecordedRequest, behaviour: TranscriptReply | None
+    ) -> web.StreamResponse:
+        """POST /audio/transcriptions."""
+        filename, _, content = recorded.files["file"]
+        text = behaviour.text if behaviour else f"Transcript of {filename} ({len(content)} bytes)"
+        if recorded.fields.get("response_format") == "text":
+            return web.Response(text=text)
+        output_tokens = _estimate_tokens(text)
+        usage = {
+            "type": "tokens",
+            "input_tokens": 50,
+            "output_tokens": output_tokens,
+            "total_tokens": 50 + output_tokens,
+        }
+        return web.json_response({"text": text, "usage": usage})
+
+    async def _moderation(
+        self, request: web.Request, recorded: RecordedRequest, behaviour: ModerationReply | None
+    ) -> web.StreamResponse:
+        """POST /moderations: one result per input."""
+        verdict = behaviour or ModerationReply(flagged=False)
+        inputs = recorded.json["input"]
+        result = {
+            "flagged": verdict.flagged,
+            "categories": {name: name in verdict.categories for name in MODERATION_CATEGORIES},
+            "category_scores": {name: 0.9 if name in verdict.categories else 0.0001 for name in MODERATION_CATEGORIES},
+            "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+        }
+        results = [result] * (len(inputs) if isinstance(inputs, list) else 1)
+        model = recorded.json.get("model") or "omni-moderation-latest"
+        return web.json_response({"id": f"modr-fake{next(self._ids)}", "model": model, "results": results})
+
+
+async def _read_request(request: web.Request, path: str) -> tuple[RecordedRequest, list[str]]:
+    """Read the body (JSON or multipart) into a RecordedRequest, with any problem parsing it."""
+    headers = CIMultiDict(request.headers)
+    if request.content_type == "multipart/form-data":
+        fields: dict[str, str] = {}
+        files: dict[str, tuple[str, str, bytes]] = {}
+        reader = await request.multipart()
+        async for part in reader:
+            assert isinstance(part, BodyPartReader)  # the fake's clients never nest multiparts
+            name = part.name or ""
+            content_type = part.headers.get("Content-Type", "")
+            if part.filename is not None or (content_type and not content_type.startswith("text/plain")):
+                # A repeated field such as `image[]` keeps its first upload.
+                files.setdefault(name, (part.filename or "", content_type, bytes(await part.read())))
+            else:
+                fields[name] = await part.text()
+        return RecordedRequest(request.method, path, headers, fields=fields, files=files), []
+    if not request.body_exists:
+        return RecordedRequest(request.method, path, headers), []
+    try:
+        body = await request.json()
+    except ValueError:
+        return RecordedRequest(request.method, path, headers), ["the body is not valid JSON"]
+    return RecordedRequest(request.method, path, headers, json=body), []
+
+
+def _upload_refusal(recorded: RecordedRequest) -> ApiErrorReply | None:
+    """The real server's refusal of an audio upload it cannot take, if any."""
+    if "file" not in recorded.files:
+        return invalid_request("Missing required parameter: 'file'.", "missing_required_parameter")
+    filename, _, content = recorded.files["file"]
+    extension = PurePosixPath(filename).suffix.lower().removeprefix(".")
+    if extension not in AUDIO_EXTENSIONS:
+        supported = ", ".join(sorted(AUDIO_EXTENSIONS))
+        return invalid_request(f"Invalid file format. Supported formats: {supported}", "invalid_value")
+    if len(content) > MAX_AUDIO_BYTES:
+        return ApiErrorReply(
+            413,
+            "invalid_request_error",
+            None,
+            f"Maximum content size limit ({MAX_AUDIO_BYTES}) exceeded ({len(content)} bytes read)",
+        )
+    return None
+
+
+def _error_response(error: ApiErrorReply) -> web.Response:
+    """The JSON error answer, with retry headers when the error carries them."""
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = f"{error.retry_after:g}"
+    if error.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(error.retry_after_ms)
+    payload = {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
+    return web.json_response(payload, status=error.status, headers=headers)
+
+
+async def _send_event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    """Write one server-sent event."""
+    await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message, joining text parts of a multi-part content."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(part["text"] for part in content if part.get("type") == "text")
+    return ""
+
+
+def _estimate_tokens(text: str) -> int:
+    """A rough token count: about four characters per token."""
+    return len(text) // 4 + 1
+
+
+def _chat_usage(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """The usage object: the reply's own counts, or estimates from the prompt and answer text."""
+    if reply.usage is not None:
+        prompt_tokens, completion_tokens = reply.usage
+    else:
+        prompt_tokens = _estimate_tokens(json.dumps(body["messages"]))
+        completion_tokens = _estimate_tokens(reply.text + (reply.refusal or ""))
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+def _solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A valid single-colour RGB PNG, built with zlib and struct only."""
+
+    def png_chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(rgb) * width  # filter type 0 (None) before each scanline
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(row * height, 9))
+        + png_chunk(b"IEND", b"")
+    )

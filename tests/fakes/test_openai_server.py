@@ -1,0 +1,369 @@
+"""The fakes themselves: the OpenAPI validator against the real specs, and FakeOpenAI over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import time
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    Hang,
+    ModerationReply,
+    Reply,
+    StreamCut,
+    StreamError,
+    rate_limited,
+)
+from tests.fakes.openapi import SPECS_DIR, OpenApiValidator
+
+GOOD_CHAT_BODY: dict[str, Any] = {
+    "model": "gpt-5-mini",
+    "messages": [
+        {"role": "developer", "content": "You are a Discord bot."},
+        {"role": "user", "content": "Hello", "name": "user_1234"},
+        {"role": "assistant", "content": "Hi there."},
+        {"role": "user", "content": [{"type": "text", "text": "What is this?"}]},
+    ],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+    "max_completion_tokens": 1000,
+    "safety_identifier": "3f2a9c",
+    "temperature": 0.7,
+}
+
+
+def _load_spec(name: str, **options: bool) -> OpenApiValidator:
+    """A validator for a spec file in SPECS_DIR, skipping the test when the file is absent."""
+    path = SPECS_DIR / name
+    if not path.exists():
+        pytest.skip(f"{path} not found: the fakes run without spec validation")
+    return OpenApiValidator.load(path, **options)
+
+
+@pytest.fixture(scope="module")
+def openai_spec() -> OpenApiValidator:
+    """The OpenAI spec validator."""
+    return _load_spec("openai-openapi.yaml")
+
+
+@pytest.fixture(scope="module")
+def discord_spec() -> OpenApiValidator:
+    """The Discord spec validator, accepting integer snowflakes like discord.py sends."""
+    return _load_spec("discord-openapi.json", integer_snowflakes=True)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session carrying the fake's API key."""
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer sk-test-key"}) as session:
+        yield session
+
+
+def _chat(content: str = "Hello", **extra: Any) -> dict[str, Any]:
+    """A minimal valid chat completion request body."""
+    return {"model": "gpt-5-mini", "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def _events(response: aiohttp.ClientResponse) -> list[str]:
+    """The `data:` payloads of a server-sent event stream, read until it ends."""
+    return [line[len(b"data: ") :].decode().rstrip() async for line in response.content if line.startswith(b"data: ")]
+
+
+def _text(events: list[str]) -> str:
+    """The text the content deltas of a chat stream add up to."""
+    chunks = [json.loads(event) for event in events if event != "[DONE]"]
+    return "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """Width and height of a PNG, after checking its signature, chunk CRCs and pixel data."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    offset, chunks = 8, {}
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind, data = png[offset + 4 : offset + 8], png[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", png[offset + 8 + length : offset + 12 + length])
+        assert crc == zlib.crc32(kind + data), f"bad CRC in {kind!r}"
+        chunks[kind] = data
+        offset += 12 + length
+    width, height, depth, colour_type = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (depth, colour_type) == (8, 2)
+    assert len(zlib.decompress(chunks[b"IDAT"])) == height * (1 + 3 * width)
+    assert b"IEND" in chunks
+    return width, height
+
+
+# The validator against the real specs
+
+
+def test_openai_spec_accepts_a_real_world_chat_request(openai_spec: OpenApiValidator) -> None:
+    assert openai_spec.check_json("POST", "/chat/completions", GOOD_CHAT_BODY) == []
+
+
+def test_openai_spec_rejects_a_chat_request_without_model(openai_spec: OpenApiValidator) -> None:
+    body = {key: value for key, value in GOOD_CHAT_BODY.items() if key != "model"}
+
+    assert openai_spec.check_json("POST", "/chat/completions", body) == ["$: 'model' is a required property"]
+
+
+def test_openai_spec_rejects_messages_that_are_not_a_list(openai_spec: OpenApiValidator) -> None:
+    errors = openai_spec.check_json("POST", "/chat/completions", {**GOOD_CHAT_BODY, "messages": "Hello"})
+
+    assert errors == ["$.messages: 'Hello' is not of type 'array'"]
+
+
+def test_openai_spec_rejects_an_unknown_role(openai_spec: OpenApiValidator) -> None:
+    body = {**GOOD_CHAT_BODY, "messages": [{"role": "robot", "content": "beep"}]}
+
+    [error] = openai_spec.check_json("POST", "/chat/completions", body)
+
+    assert error.startswith("$.messages[0]:") and "'robot'" in error
+
+
+def test_openai_spec_rejects_an_out_of_range_temperature(openai_spec: OpenApiValidator) -> None:
+    [error] = openai_spec.check_json("POST", "/chat/completions", {**GOOD_CHAT_BODY, "temperature": 3})
+
+    assert "maximum of 2" in error
+
+
+def test_unknown_path_is_one_error(openai_spec: OpenApiValidator) -> None:
+    assert openai_spec.check_json("POST", "/chat/complete", {}) == ["POST /chat/complete matches no path in the spec"]
+
+
+def test_multipart_form_strings_are_coerced_to_schema_types(openai_spec: OpenApiValidator) -> None:
+    fields = {"model": "gpt-image-2", "prompt": "add a hat", "n": "2", "size": "1024x1024", "stream": "false"}
+
+    assert openai_spec.check_multipart("POST", "/images/edits", fields, {"image[]": "cat.png", "mask": "m.png"}) == []
+
+
+def test_multipart_reports_a_field_that_is_not_a_number(openai_spec: OpenApiValidator) -> None:
+    fields = {"model": "gpt-transcribe", "temperature": "warm"}
+
+    errors = openai_spec.check_multipart("POST", "/audio/transcriptions", fields, {"file": "voice-message.ogg"})
+
+    assert errors == ["$.temperature: 'warm' is not of type 'number'"]
+
+
+def test_multipart_requires_the_file_upload(openai_spec: OpenApiValidator) -> None:
+    errors = openai_spec.check_multipart("POST", "/audio/transcriptions", {"model": "gpt-transcribe"}, {})
+
+    assert errors == ["$: 'file' is a required property"]
+
+
+def test_multipart_reports_unknown_fields_when_the_schema_forbids_them(openai_spec: OpenApiValidator) -> None:
+    fields = {"model": "gpt-transcribe", "speed": "fast"}
+
+    errors = openai_spec.check_multipart("POST", "/audio/transcriptions", fields, {"file": "voice-message.ogg"})
+
+    assert errors == ["$: Additional properties are not allowed ('speed' was unexpected)"]
+
+
+def test_discord_spec_accepts_an_integer_snowflake(discord_spec: OpenApiValidator) -> None:
+    body = {"content": "Hi", "message_reference": {"message_id": 123, "fail_if_not_exists": False}}
+
+    assert discord_spec.check_json("POST", "/channels/456/messages", body) == []
+
+
+def test_discord_spec_rejects_a_wrongly_typed_field(discord_spec: OpenApiValidator) -> None:
+    [error] = discord_spec.check_json("POST", "/channels/456/messages", {"content": 42})
+
+    assert error.startswith("$.content: 42 is not of type")
+
+
+def test_discord_literal_path_wins_over_a_template(discord_spec: OpenApiValidator) -> None:
+    # /users/@me has PATCH; /users/{user_id} only GET, so matching the template would report "no PATCH".
+    [error] = discord_spec.check_json("PATCH", "/users/@me", {"username": 42})
+
+    assert error.startswith("$.username:")
+
+
+# FakeOpenAI over real HTTP
+
+
+async def test_streamed_reply_reassembles_to_the_text_and_ends_with_done(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", Reply("A reply long enough to need several chunks."))
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat(stream=True)) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = await _events(response)
+
+    assert _text(events) == "A reply long enough to need several chunks."
+    assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "stop"
+    assert events[-1] == "[DONE]"
+
+
+async def test_include_usage_adds_a_final_usage_chunk(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    fake_openai.queue("/chat/completions", Reply("Hi", usage=(12, 3)))
+    body = _chat(stream=True, stream_options={"include_usage": True})
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=body) as response:
+        events = await _events(response)
+
+    usage_chunk = json.loads(events[-2])
+    assert usage_chunk["choices"] == []
+    assert usage_chunk["usage"]["prompt_tokens"] == 12 and usage_chunk["usage"]["completion_tokens"] == 3
+
+
+async def test_unscripted_chat_echoes_the_last_user_message(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat("ping")) as response:
+        completion = await response.json()
+
+    assert completion["choices"][0]["message"]["content"] == "Echo: ping"
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    assert completion["usage"]["total_tokens"] > 0
+
+
+async def test_queued_rate_limit_has_retry_after_then_the_default_applies(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", rate_limited(retry_after=0.25))
+    url = f"{fake_openai.base_url}/chat/completions"
+
+    async with http.post(url, json=_chat()) as limited:
+        error = (await limited.json())["error"]
+    async with http.post(url, json=_chat()) as retried:
+        answer = await retried.json()
+
+    assert limited.status == 429 and limited.headers["Retry-After"] == "0.25"
+    assert error["code"] == "rate_limit_exceeded"
+    assert answer["choices"][0]["message"]["content"] == "Echo: Hello"
+
+
+async def test_stream_cut_ends_without_done(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    fake_openai.queue("/chat/completions", StreamCut("Partial ans"))
+    lines: list[bytes] = []
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat(stream=True)) as response:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for line in response.content:
+                lines.append(line)
+
+    events = [line[len(b"data: ") :].decode().rstrip() for line in lines if line.startswith(b"data: ")]
+    assert _text(events) == "Partial ans"
+    assert "[DONE]" not in events
+
+
+async def test_stream_error_arrives_as_an_event_after_the_text(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", StreamError("Half", "server_error", None, "Stream broke"))
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat(stream=True)) as response:
+        events = await _events(response)
+
+    assert _text(events[:-1]) == "Half"
+    assert json.loads(events[-1]) == {
+        "error": {"message": "Stream broke", "type": "server_error", "param": None, "code": None}
+    }
+
+
+async def test_hang_never_answers_and_close_does_not_wait_for_it(
+    openai_validator: OpenApiValidator | None, http: aiohttp.ClientSession
+) -> None:
+    fake = FakeOpenAI(validator=openai_validator)
+    await fake.start()
+    fake.queue("/chat/completions", Hang())
+    timeout = aiohttp.ClientTimeout(total=0.2)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await http.post(f"{fake.base_url}/chat/completions", json=_chat(), timeout=timeout)
+    started = time.monotonic()
+    await fake.close()
+
+    assert time.monotonic() - started < 1
+
+
+async def test_images_are_pngs_of_the_requested_size(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    body = {"model": "gpt-image-2", "prompt": "a lighthouse", "n": 2, "size": "1536x1024"}
+
+    async with http.post(f"{fake_openai.base_url}/images/generations", json=body) as response:
+        images = (await response.json())["data"]
+
+    assert [_png_size(base64.b64decode(image["b64_json"])) for image in images] == [(1536, 1024)] * 2
+
+
+async def test_image_edit_accepts_repeated_image_fields(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    form = aiohttp.FormData({"model": "gpt-image-2", "prompt": "add a hat", "size": "auto"})
+    form.add_field("image[]", b"first", filename="a.png", content_type="image/png")
+    form.add_field("image[]", b"second", filename="b.png", content_type="image/png")
+
+    async with http.post(f"{fake_openai.base_url}/images/edits", data=form) as response:
+        images = (await response.json())["data"]
+
+    assert [_png_size(base64.b64decode(image["b64_json"])) for image in images] == [(1024, 1024)]
+    assert fake_openai.requests_to("/images/edits")[0].files["image[]"] == ("a.png", "image/png", b"first")
+
+
+async def test_transcription_names_the_uploaded_file(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    form = aiohttp.FormData({"model": "gpt-transcribe", "response_format": "json"})
+    form.add_field("file", b"OggS" + bytes(96), filename="voice-message.ogg", content_type="audio/ogg")
+
+    async with http.post(f"{fake_openai.base_url}/audio/transcriptions", data=form) as response:
+        answer = await response.json()
+
+    assert answer["text"] == "Transcript of voice-message.ogg (100 bytes)"
+
+
+async def test_unsupported_audio_filename_is_refused(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    form = aiohttp.FormData({"model": "gpt-transcribe"})
+    form.add_field("file", b"not audio", filename="notes.txt", content_type="text/plain")
+
+    async with http.post(f"{fake_openai.base_url}/audio/transcriptions", data=form) as response:
+        error = (await response.json())["error"]
+
+    assert response.status == 400 and error["type"] == "invalid_request_error"
+    assert "Invalid file format" in error["message"]
+
+
+async def test_moderation_reports_the_queued_verdict(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    fake_openai.queue("/moderations", ModerationReply(flagged=True, categories=["violence"]))
+    body = {"model": "omni-moderation-latest", "input": ["one", "two"]}
+
+    async with http.post(f"{fake_openai.base_url}/moderations", json=body) as response:
+        results = (await response.json())["results"]
+
+    assert [(result["flagged"], result["categories"]["violence"]) for result in results] == [(True, True)] * 2
+
+
+async def test_wrong_api_key_is_refused(fake_openai: FakeOpenAI) -> None:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": "Bearer sk-wrong"}) as http,
+        http.get(f"{fake_openai.base_url}/models") as response,
+    ):
+        error = (await response.json())["error"]
+
+    assert response.status == 401 and error["code"] == "invalid_api_key"
+
+
+async def test_spec_invalid_chat_body_is_refused_and_recorded(
+    openai_validator: OpenApiValidator | None, http: aiohttp.ClientSession
+) -> None:
+    if openai_validator is None:
+        pytest.skip(f"{SPECS_DIR / 'openai-openapi.yaml'} not found: the fakes run without spec validation")
+    fake = FakeOpenAI(validator=openai_validator)
+    await fake.start()
+    try:
+        async with http.post(f"{fake.base_url}/chat/completions", json={"messages": []}) as response:
+            error = (await response.json())["error"]
+    finally:
+        await fake.close()
+
+    assert response.status == 400 and error["type"] == "invalid_request_error"
+    assert fake.violations == [
+        "POST /chat/completions: $: 'model' is a required property",
+        "POST /chat/completions: $.messages: [] should be non-empty",
+    ]
