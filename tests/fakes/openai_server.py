@@ -46,6 +46,8 @@ IMAGE_COLOUR = (64, 128, 192)
 SHUTDOWN_SECONDS = 0.05
 # aiohttp's default 1 MiB body limit is below what chat requests with long contexts reach.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# The real API refuses message names outside this pattern, though the spec does not say so.
+CHAT_NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -286,7 +288,7 @@ class FakeOpenAI:
             return _error_response(
                 ApiErrorReply(404, "invalid_request_error", None, f"Invalid URL ({request.method} {request.path})")
             )
-        problems = problems or self._spec_problems(recorded)
+        problems = problems or self._spec_problems(recorded) + _chat_rules_problems(recorded)
         if problems:
             self.violations.extend(f"{request.method} {path}: {problem}" for problem in problems)
             return _error_response(invalid_request("; ".join(problems)))
@@ -482,6 +484,23 @@ async def _read_request(request: web.Request, path: str) -> tuple[RecordedReques
     except ValueError:
         return RecordedRequest(request.method, path, headers), ["the body is not valid JSON"]
     return RecordedRequest(request.method, path, headers, json=body), []
+
+
+def _chat_rules_problems(recorded: RecordedRequest) -> list[str]:
+    """Rules of the real API that the spec does not encode (FACTS.md), checked on chat requests."""
+    body = recorded.json
+    if recorded.path != "/chat/completions" or not isinstance(body, dict):
+        return []
+    problems = []
+    if "max_tokens" in body:
+        problems.append("max_tokens is rejected by gpt-5-family models: send max_completion_tokens")
+    if "user" in body:
+        problems.append("user is deprecated: send safety_identifier")
+    for index, message in enumerate(body.get("messages") or []):
+        name = message.get("name") if isinstance(message, dict) else None
+        if name is not None and not CHAT_NAME_PATTERN.fullmatch(str(name)):
+            problems.append(f"messages[{index}].name {name!r} does not match ^[a-zA-Z0-9_-]+$")
+    return problems
 
 
 def _upload_refusal(recorded: RecordedRequest) -> ApiErrorReply | None:

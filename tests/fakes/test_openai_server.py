@@ -367,3 +367,14 @@ async def test_spec_invalid_chat_body_is_refused_and_recorded(
         "POST /chat/completions: $: 'model' is a required property",
         "POST /chat/completions: $.messages: [] should be non-empty",
     ]
+
+
+async def test_chat_rules_the_spec_does_not_encode_are_enforced(
+    http: aiohttp.ClientSession, fake_openai: FakeOpenAI
+) -> None:
+    body = {"model": "gpt-5-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi", "name": "Zoë B"}]}
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=body) as response:
+        assert response.status == 400
+    assert any("max_tokens" in v for v in fake_openai.violations)
+    assert any("name" in v for v in fake_openai.violations)
+    fake_openai.violations.clear()  # seen and checked: the fixture must not fail the test for them
