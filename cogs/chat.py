@@ -107,6 +107,8 @@ class Chat(commands.Cog):
         channel = interaction.channel
         if channel is None or (interaction.guild is None and not self.bot.settings.allow_dms):
             raise UserError("I don't chat in direct messages here. Use /chat in a server channel.")
+        if not isinstance(channel, discord.abc.Messageable):
+            raise UserError("I can't chat in this kind of channel. Try a text channel or a thread.")
         opens_thread = isinstance(channel, discord.TextChannel)
         needed = THREAD_PERMISSIONS if opens_thread else IN_PLACE_PERMISSIONS
         if interaction.guild is not None and (missing := missing_permissions(interaction.app_permissions, needed)):
@@ -115,8 +117,6 @@ class Chat(commands.Cog):
         shown = await interaction.edit_original_response(content=prompt_display(interaction.user, prompt))
         if isinstance(channel, discord.TextChannel):
             channel = await self._open_thread(channel, shown, interaction.user, prompt)
-        if not isinstance(channel, discord.abc.Messageable):
-            raise UserError("I can't chat in this kind of channel. Try a text channel or a thread.")
         asker = Asker(interaction.user.id, interaction.user.display_name)
         await self.answer(channel, asker, prompt, guild_id=interaction.guild_id, model=model, temperature=temperature)
 
@@ -211,26 +211,30 @@ class Chat(commands.Cog):
             return
         if message.flags.voice:
             return  # voice messages are turns too, but the transcription cog turns them into text first
-        if not await self._is_addressed(message):
-            return
         text = self._strip_own_mention(message.content).strip()
         if not text:
-            return
-        if message.guild is None and not self.bot.settings.allow_dms:
-            await message.reply("I don't chat in direct messages. Mention me in a server channel instead.")
-            return
-        asker = Asker(message.author.id, message.author.display_name)
-        await self.answer(
-            message.channel, asker, text, guild_id=message.guild.id if message.guild else None, reply_to=message
-        )
-
-    async def _is_addressed(self, message: discord.Message) -> bool:
-        me = self.bot.user
-        if message.guild is None or (me is not None and me in message.mentions):
-            return True
-        if isinstance(message.channel, discord.Thread):
-            return (await self.bot.store.get_channel(message.channel.id)).is_conversation
-        return False
+            return  # without the message-content intent, messages not addressed to the bot arrive empty
+        # Taken before the first await, so quick messages in one channel keep their order.
+        async with self._lock_for(message.channel.id):
+            mentioned = self.bot.user is not None and self.bot.user in message.mentions
+            in_conversation = (
+                isinstance(message.channel, discord.Thread)
+                and (await self.bot.store.get_channel(message.channel.id)).is_conversation
+            )
+            if message.guild is None:
+                if not self.bot.settings.allow_dms:
+                    await message.reply("I don't chat in direct messages. Mention me in a server channel instead.")
+                    return
+            elif not (mentioned or in_conversation):
+                return
+            await self._take_turn(
+                message.channel,
+                Asker(message.author.id, message.author.display_name),
+                text,
+                guild_id=message.guild.id if message.guild else None,
+                # In its own threads the bot just answers; elsewhere it replies to the message it answers.
+                reply_to=None if in_conversation else message,
+            )
 
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:
@@ -250,23 +254,47 @@ class Chat(commands.Cog):
         spoken: bool = False,
     ) -> None:
         """Take one user turn in a channel and stream the model's answer there; turns in a channel run in order."""
+        async with self._lock_for(channel.id):
+            await self._take_turn(
+                channel,
+                asker,
+                text,
+                guild_id=guild_id,
+                reply_to=reply_to,
+                model=model,
+                temperature=temperature,
+                spoken=spoken,
+            )
+
+    async def _take_turn(
+        self,
+        channel: discord.abc.MessageableChannel,
+        asker: Asker,
+        text: str,
+        *,
+        guild_id: int | None,
+        reply_to: discord.Message | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        spoken: bool = False,
+    ) -> None:
+        """answer(), with the channel's lock already held."""
         channel_id = channel.id
-        async with self._lock_for(channel_id):
-            await self.bot.store.add_turn(channel_id, NewTurn("user", asker.id, asker.name, text, spoken=spoken))
-            reply = StreamingReply(channel, channel_id, self.throttle, reply_to=reply_to)
-            reply.start_typing()
-            try:
-                await self._answer_turn(
-                    reply, channel_id, asker, guild_id, model or self.bot.settings.chat_model, temperature
-                )
-            except Exception as error:
-                message = describe_error(error)
-                if message is None:
-                    log.exception("Answering in channel %s failed", channel_id)
-                    message = GENERIC_FAILURE
-                else:
-                    log.warning("Answering in channel %s failed: %s", channel_id, error)
-                await _show_failure(reply, message)
+        await self.bot.store.add_turn(channel_id, NewTurn("user", asker.id, asker.name, text, spoken=spoken))
+        reply = StreamingReply(channel, channel_id, self.throttle, reply_to=reply_to)
+        reply.start_typing()
+        try:
+            await self._answer_turn(
+                reply, channel_id, asker, guild_id, model or self.bot.settings.chat_model, temperature
+            )
+        except Exception as error:
+            message = describe_error(error)
+            if message is None:
+                log.exception("Answering in channel %s failed", channel_id)
+                message = GENERIC_FAILURE
+            else:
+                log.warning("Answering in channel %s failed: %s", channel_id, error)
+            await _show_failure(reply, message)
 
     async def _answer_turn(
         self,
