@@ -1,0 +1,38 @@
+"""A local Discord emulator (REST, gateway, CDN) for end-to-end tests of an unmodified discord.py bot."""
+
+from .emulator import ClientDied, DiscordEmulator
+from .models import (
+    ChannelType,
+    EmuAttachment,
+    EmuChannel,
+    EmuFile,
+    EmuInteraction,
+    EmuMessage,
+    EmuRequest,
+    EmuRevision,
+    EmuRole,
+    EmuUser,
+    Intent,
+    MessageFlag,
+    Perm,
+    Pings,
+)
+
+__all__ = [
+    "ChannelType",
+    "ClientDied",
+    "DiscordEmulator",
+    "EmuAttachment",
+    "EmuChannel",
+    "EmuFile",
+    "EmuInteraction",
+    "EmuMessage",
+    "EmuRequest",
+    "EmuRevision",
+    "EmuRole",
+    "EmuUser",
+    "Intent",
+    "MessageFlag",
+    "Perm",
+    "Pings",
+]

@@ -1,0 +1,411 @@
+"""Data the Discord emulator keeps: users, files, channels, messages, interactions, requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .emulator import DiscordEmulator
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+MENTION_USER = re.compile(r"<@!?(\d+)>")
+MENTION_ROLE = re.compile(r"<@&(\d+)>")
+MENTION_EVERYONE = re.compile(r"@(everyone|here)")
+Json = dict[str, Any]
+
+
+class Perm(enum.IntFlag):
+    """Discord permission bits (https://discord.com/developers/docs/topics/permissions)."""
+
+    CREATE_INSTANT_INVITE = 1 << 0
+    ADMINISTRATOR = 1 << 3
+    MANAGE_CHANNELS = 1 << 4
+    ADD_REACTIONS = 1 << 6
+    VIEW_CHANNEL = 1 << 10
+    SEND_MESSAGES = 1 << 11
+    SEND_TTS_MESSAGES = 1 << 12
+    MANAGE_MESSAGES = 1 << 13
+    EMBED_LINKS = 1 << 14
+    ATTACH_FILES = 1 << 15
+    READ_MESSAGE_HISTORY = 1 << 16
+    MENTION_EVERYONE = 1 << 17
+    USE_EXTERNAL_EMOJIS = 1 << 18
+    CHANGE_NICKNAME = 1 << 26
+    USE_APPLICATION_COMMANDS = 1 << 31
+    MANAGE_THREADS = 1 << 34
+    CREATE_PUBLIC_THREADS = 1 << 35
+    CREATE_PRIVATE_THREADS = 1 << 36
+    SEND_MESSAGES_IN_THREADS = 1 << 38
+    SEND_VOICE_MESSAGES = 1 << 46
+    USE_EXTERNAL_APPS = 1 << 50
+    ALL = (1 << 53) - 1
+
+
+class Intent(enum.IntFlag):
+    """Gateway intent bits the emulator acts on."""
+
+    GUILDS = 1 << 0
+    GUILD_MEMBERS = 1 << 1
+    GUILD_PRESENCES = 1 << 8
+    GUILD_MESSAGES = 1 << 9
+    DIRECT_MESSAGES = 1 << 12
+    MESSAGE_CONTENT = 1 << 15
+    PRIVILEGED = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
+
+
+class MessageFlag(enum.IntFlag):
+    """Message flag bits the emulator sets or reads."""
+
+    SUPPRESS_EMBEDS = 1 << 2
+    EPHEMERAL = 1 << 6
+    LOADING = 1 << 7
+    SUPPRESS_NOTIFICATIONS = 1 << 12
+    IS_VOICE_MESSAGE = 1 << 13
+    IS_COMPONENTS_V2 = 1 << 15
+
+
+class ChannelType(enum.IntEnum):
+    """Discord channel types the emulator models."""
+
+    GUILD_TEXT = 0
+    DM = 1
+    PUBLIC_THREAD = 11
+    PRIVATE_THREAD = 12
+
+
+class SnowflakeFactory:
+    """Makes unique, increasing snowflakes whose timestamps are now."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self) -> int:
+        """Return the next snowflake."""
+        value = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
+        self._last = max(value, self._last + 1)
+        return self._last
+
+
+def snowflake_time(snowflake: int) -> str:
+    """Return the ISO-8601 timestamp Discord derives from a snowflake."""
+    ms = (snowflake >> 22) + DISCORD_EPOCH_MS
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
+
+
+def now_iso() -> str:
+    """Return the current time as Discord formats timestamps."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class EmuUser:
+    """A Discord user (a person or the bot)."""
+
+    id: int
+    username: str
+    bot: bool = False
+    global_name: str | None = None
+
+    @property
+    def mention(self) -> str:
+        """The text that mentions this user in a message."""
+        return f"<@{self.id}>"
+
+    def payload(self) -> Json:
+        """The user object as Discord sends it."""
+        data: Json = {
+            "id": str(self.id),
+            "username": self.username,
+            "discriminator": "0",
+            "global_name": self.global_name,
+            "avatar": None,
+            "avatar_decoration_data": None,
+            "banner": None,
+            "accent_color": None,
+            "public_flags": 0,
+            "flags": 0,
+            "collectibles": None,
+            "primary_guild": None,
+        }
+        if self.bot:
+            data["bot"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class EmuFile:
+    """A file a user attaches (voice messages also carry duration_secs and waveform)."""
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+    description: str | None = None
+    duration_secs: float | None = None
+    waveform: str | None = None
+
+
+@dataclass(frozen=True)
+class EmuAttachment:
+    """A stored attachment: its bytes and the URL the emulator's CDN serves it at."""
+
+    id: int
+    filename: str
+    data: bytes
+    content_type: str | None
+    url: str
+    description: str | None = None
+    duration_secs: float | None = None
+    waveform: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def payload(self) -> Json:
+        """The attachment object as Discord sends it."""
+        data: Json = {
+            "id": str(self.id),
+            "filename": self.filename,
+            "size": len(self.data),
+            "url": self.url,
+            "proxy_url": self.url,
+        }
+        optional = {
+            "content_type": self.content_type,
+            "description": self.description,
+            "duration_secs": self.duration_secs,
+            "waveform": self.waveform,
+            "width": self.width,
+            "height": self.height,
+        }
+        data.update({key: value for key, value in optional.items() if value is not None})
+        if self.duration_secs is not None:
+            data["flags"] = 0
+        return data
+
+
+@dataclass(frozen=True)
+class EmuRole:
+    """A guild role."""
+
+    id: int
+    name: str
+    permissions: int
+    position: int
+    managed: bool = False
+    bot_id: int | None = None
+
+    @property
+    def mention(self) -> str:
+        """The text that mentions this role in a message."""
+        return f"<@&{self.id}>"
+
+    def payload(self) -> Json:
+        """The role object as Discord sends it."""
+        data: Json = {
+            "id": str(self.id),
+            "name": self.name,
+            "description": None,
+            "color": 0,
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+            "hoist": False,
+            "icon": None,
+            "unicode_emoji": None,
+            "position": self.position,
+            "permissions": str(self.permissions),
+            "managed": self.managed,
+            "mentionable": False,
+            "flags": 0,
+        }
+        if self.bot_id is not None:
+            data["tags"] = {"bot_id": str(self.bot_id)}
+        return data
+
+
+@dataclass
+class Overwrite:
+    """A channel permission overwrite for a role (type 0) or a member (type 1)."""
+
+    type: int
+    allow: int = 0
+    deny: int = 0
+
+
+@dataclass
+class EmuChannel:
+    """A guild text channel, a thread, or a DM channel."""
+
+    id: int
+    type: ChannelType
+    name: str | None
+    guild_id: int | None
+    parent_id: int | None = None
+    position: int = 0
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
+    owner_id: int | None = None
+    member_ids: set[int] = field(default_factory=set)
+    recipient: EmuUser | None = None
+    last_message_id: int | None = None
+    auto_archive_duration: int = 4320
+    archived: bool = False
+    locked: bool = False
+    invitable: bool = True
+    created_at: str = field(default_factory=now_iso)
+
+    @property
+    def is_thread(self) -> bool:
+        """Whether this channel is a thread."""
+        return self.type in (ChannelType.PUBLIC_THREAD, ChannelType.PRIVATE_THREAD)
+
+
+@dataclass(frozen=True)
+class Pings:
+    """Who a message notifies, after applying its allowed_mentions."""
+
+    users: frozenset[int] = frozenset()
+    roles: frozenset[int] = frozenset()
+    everyone: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.roles or self.everyone)
+
+
+@dataclass(frozen=True)
+class EmuRevision:
+    """A message's state before one of its edits."""
+
+    content: str
+    embeds: list[Json]
+    attachment_ids: list[int]
+    flags: int
+    at: float
+
+
+@dataclass
+class EmuMessage:
+    """A stored message: `history` holds its state before each edit, `pings` whom its creation notified."""
+
+    id: int
+    channel_id: int
+    guild_id: int | None
+    author: EmuUser
+    content: str = ""
+    type: int = 0
+    flags: int = 0
+    tts: bool = False
+    embeds: list[Json] = field(default_factory=list)
+    components: list[Json] = field(default_factory=list)
+    attachments: list[EmuAttachment] = field(default_factory=list)
+    allowed_mentions: Json | None = None
+    reply_to: EmuMessage | None = None
+    webhook_id: int | None = None
+    interaction_metadata: Json | None = None
+    history: list[EmuRevision] = field(default_factory=list)
+    edited_at: str | None = None
+    deleted: bool = False
+    thread_id: int | None = None
+    reactions: list[str] = field(default_factory=list)
+    pings: Pings = field(default_factory=lambda: Pings())
+    created_at: str = ""
+
+    def __post_init__(self) -> None:
+        self.created_at = self.created_at or snowflake_time(self.id)
+
+    @property
+    def ephemeral(self) -> bool:
+        """Whether only the interaction's user sees this message."""
+        return bool(self.flags & MessageFlag.EPHEMERAL)
+
+    @property
+    def loading(self) -> bool:
+        """Whether this is a deferred response still showing "thinking"."""
+        return bool(self.flags & MessageFlag.LOADING)
+
+    @property
+    def revisions(self) -> list[str]:
+        """Every content this message has had, oldest first, ending with the current one."""
+        return [revision.content for revision in self.history] + [self.content]
+
+    @property
+    def mentions(self) -> Pings:
+        """The mentions Discord lists for the current content (edits never notify: see `pings`)."""
+        return compute_pings(self.content, self.allowed_mentions, self.reply_to)
+
+    @property
+    def user_mentions(self) -> list[int]:
+        """The user ids written as mentions in the content, in order, without repeats."""
+        return list(dict.fromkeys(int(uid) for uid in MENTION_USER.findall(self.content)))
+
+
+def compute_pings(content: str, allowed: Json | None, reply_to: EmuMessage | None) -> Pings:
+    """Apply Discord's allowed_mentions rules to the mentions written in `content`."""
+    users = {int(uid) for uid in MENTION_USER.findall(content)}
+    roles = {int(rid) for rid in MENTION_ROLE.findall(content)}
+    everyone = bool(MENTION_EVERYONE.search(content))
+    replied = reply_to.author.id if reply_to is not None else None
+    if allowed is None:
+        if replied is not None:
+            users.add(replied)
+        return Pings(frozenset(users), frozenset(roles), everyone)
+    parse = set(allowed.get("parse") or ())
+    allowed_users = {int(uid) for uid in allowed.get("users") or ()}
+    allowed_roles = {int(rid) for rid in allowed.get("roles") or ()}
+    users = users if "users" in parse else users & allowed_users
+    roles = roles if "roles" in parse else roles & allowed_roles
+    if replied is not None and allowed.get("replied_user"):
+        users.add(replied)
+    return Pings(frozenset(users), frozenset(roles), everyone and "everyone" in parse)
+
+
+@dataclass
+class EmuInteraction:
+    """An interaction the emulator dispatched and what the bot answered; times are seconds after dispatch."""
+
+    id: int
+    token: str
+    type: int
+    name: str
+    user: EmuUser
+    channel_id: int
+    guild_id: int | None
+    payload: Json
+    dispatched_at: float
+    callback_type: int | None = None
+    acked_at: float | None = None
+    deferred_at: float | None = None
+    responded_at: float | None = None
+    ephemeral: bool = False
+    original: EmuMessage | None = None
+    followups: list[EmuMessage] = field(default_factory=list)
+    modal: Json | None = None
+    choices: list[Json] | None = None
+    emulator: DiscordEmulator | None = field(default=None, repr=False)
+
+    @property
+    def messages(self) -> list[EmuMessage]:
+        """The original response (if any) followed by the followups."""
+        return ([self.original] if self.original is not None else []) + self.followups
+
+    async def wait_done(self, timeout: float = 5.0) -> EmuInteraction:  # noqa: ASYNC109 (see DiscordEmulator.wait_for)
+        """Wait until the user sees an answer: a message, an edited deferral, a followup, a modal or choices."""
+        assert self.emulator is not None
+        await self.emulator.wait_for(
+            lambda: self.responded_at is not None, timeout=timeout, what=f"interaction {self.name!r} to be answered"
+        )
+        return self
+
+
+@dataclass
+class EmuRequest:
+    """One REST request the emulator received (json is the body, or a multipart's payload_json)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    json: Any
+    files: list[EmuFile]
+    at: float
+    status: int = 0
