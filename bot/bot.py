@@ -101,6 +101,9 @@ class Bot(commands.Bot):
         assert self.application_id is not None  # set by login, before setup_hook
         log.info("Invite link: %s", self.invite_url(self.application_id))
 
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Parse no prefix commands: the bot has slash commands only, and mentions are chat (cogs/chat.py)."""
+
     @staticmethod
     def invite_url(application_id: int) -> str:
         """The OAuth2 link that adds the bot to a server with the scopes and permissions it needs."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import discord
 import pytest
 import yarl
 
+from bot.bot import Bot
+from bot.config import Settings
 from tests.fakes.discord_emulator import DiscordEmulator
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openapi import SPECS_DIR, OpenApiValidator
 
 DISCORD_SPEC = SPECS_DIR / "discord-openapi.json"
@@ -41,3 +46,32 @@ async def emulator(
     problems = [f"invalid request: {v}" for v in emu.violations] + [f"emulator fault: {e}" for e in emu.errors]
     if problems:
         pytest.fail("the Discord emulator saw problems:\n" + "\n".join(problems), pytrace=False)
+
+
+BotRunner = Callable[..., AbstractAsyncContextManager[Bot]]
+
+
+@pytest.fixture
+def bot_env(emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
+    """The environment of a bot wired to the emulator, the fake OpenAI server and a database file in tmp_path."""
+    return {
+        "DISCORD_TOKEN": emulator.token,
+        "OPENAI_API_KEY": "sk-test-key",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        "DISCORD_GUILD_ID": str(emulator.guild_id),
+        "OPENAI_TIMEOUT": "2",
+    }
+
+
+@pytest.fixture
+def run_bot(emulator: DiscordEmulator, bot_env: dict[str, str]) -> BotRunner:
+    """Start the real Bot (settings from bot_env plus overrides) until the block ends; call again to restart it."""
+
+    @asynccontextmanager
+    async def run(**overrides: str) -> AsyncIterator[Bot]:
+        bot = Bot(Settings.from_env({**bot_env, **overrides}))
+        async with emulator.run_client(bot):
+            yield bot
+
+    return run
