@@ -212,7 +212,7 @@ async def test_reset_forgets_the_history_for_the_opener_or_a_moderator_only(
 async def test_a_long_answer_with_code_arrives_split_with_balanced_fences(
     emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
 ) -> None:
-    code = "\n".join(f"    print('line {i}', {'x' * 40!r})" for i in range(60))
+    code = "\n".join(f"    print('line {i}', {'x' * 40!r})" for i in range(75))
     answer = "Here is the script:\n```python\ndef main():\n" + code + "\n```\nRun it with python."
     assert len(answer) > 4500
     fake_openai.queue(CHAT, Reply(answer))
