@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -28,6 +29,11 @@ RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+def safety_identifier(user_id: int) -> str:
+    """A stable, non-reversible id of a Discord user for the provider's abuse detection (≤ 64 chars)."""
+    return hashlib.sha256(f"discord-user:{user_id}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -288,9 +294,9 @@ def _classify(status: int | None, code: str | None, error_type: str) -> ApiError
     if status == 401 or code == "invalid_api_key":
         return ApiErrorKind.BAD_KEY
     if status == 403:
-        if code == "organization_not_verified" or error_type == "organization_verification_required":
-            return ApiErrorKind.ORGANIZATION_NOT_VERIFIED
-        return ApiErrorKind.FORBIDDEN
+        # OpenAI refuses models (image models above all) to unverified organizations with a bare 403:
+        # no code, type invalid_request_error. Other 403s, such as an unsupported region, carry a code.
+        return ApiErrorKind.ORGANIZATION_NOT_VERIFIED if code is None else ApiErrorKind.FORBIDDEN
     if status is None or status in RETRYABLE_STATUSES or status >= 500:
         return ApiErrorKind.SERVER_ERROR
     return ApiErrorKind.BAD_REQUEST

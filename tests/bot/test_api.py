@@ -213,7 +213,14 @@ async def test_an_error_event_inside_a_stream_is_classified(client: OpenAIClient
         (unknown_model("gpt-nope"), ApiErrorKind.MODEL_NOT_FOUND),
         (context_too_long(), ApiErrorKind.CONTEXT_TOO_LONG),
         (bad_key(), ApiErrorKind.BAD_KEY),
-        (ApiErrorReply(403, "invalid_request_error", None, "Forbidden"), ApiErrorKind.FORBIDDEN),
+        (
+            ApiErrorReply(403, "invalid_request_error", None, "Org must be verified"),
+            ApiErrorKind.ORGANIZATION_NOT_VERIFIED,
+        ),
+        (
+            ApiErrorReply(403, "invalid_request_error", "unsupported_country_region_territory", "No"),
+            ApiErrorKind.FORBIDDEN,
+        ),
         (ApiErrorReply(400, "invalid_request_error", "invalid_value", "Bad"), ApiErrorKind.BAD_REQUEST),
     ],
 )

@@ -1,0 +1,301 @@
+"""Pictures: /image generate, /image edit and /image variation with the configured image model."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Sequence
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.api import safety_identifier
+from bot.bot import Bot, missing_permissions
+from bot.errors import UserError
+from bot.images import (
+    DrawRequest,
+    ImageBatch,
+    ImageOptions,
+    Picture,
+    check_prompt,
+    check_upload,
+    check_variation_size,
+    download_limit,
+    edit_image,
+    fit_to_limit,
+    generate_images,
+    input_rules,
+    offered_options,
+    parse_size,
+    prepare_edit_inputs,
+    vary_image,
+)
+from bot.render import MESSAGE_LIMIT, truncate, with_notes
+from bot.store import UsageRecord
+
+log = logging.getLogger(__name__)
+
+MAX_PICTURES = 4
+# Discord takes at most 10 files per message.
+FILES_PER_MESSAGE = 10
+DRAWING = "🎨 Drawing… this takes 10 to 60 seconds."
+NEEDED_PERMISSIONS = ["attach_files"]
+# The caption shares Discord's 2000 characters between the prompt, the revised prompt and the notes.
+PROMPT_SHOWN_CHARS = 1000
+REVISED_PROMPT_SHOWN_CHARS = 600
+FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP"}
+QUALITY_LABELS = {
+    "auto": "auto (the model picks)",
+    "low": "low (fastest)",
+    "medium": "medium",
+    "high": "high (slowest, most detail)",
+    "standard": "standard",
+    "hd": "hd (more detail)",
+}
+
+
+def size_label(size: str) -> str:
+    """How a size reads in the command's choices: 1536×1024 (landscape)."""
+    dimensions = parse_size(size)
+    if dimensions is None:
+        return f"{size} (the model picks)"
+    width, height = dimensions
+    shape = "square" if width == height else "landscape" if width > height else "portrait"
+    return f"{width}×{height} ({shape})"
+
+
+def quality_label(quality: str) -> str:
+    """How a quality reads in the command's choices."""
+    return QUALITY_LABELS.get(quality, quality)
+
+
+def caption(headline: str, prompt: str | None, revised_prompt: str | None, notes: Sequence[str]) -> str:
+    """The text above the pictures: who asked for what, the model's revised prompt, and notes."""
+    text = headline if prompt is None else f"{headline}: {truncate(prompt, PROMPT_SHOWN_CHARS)}"
+    if revised_prompt and revised_prompt.strip() != (prompt or "").strip():
+        revised = " ".join(revised_prompt.split())  # a subtext line ends at the first newline
+        text += f"\n-# The model drew it as: {truncate(revised, REVISED_PROMPT_SHOWN_CHARS)}"
+    return truncate(with_notes(text, list(notes)), MESSAGE_LIMIT)
+
+
+def delivery_notes(asked: int, made: Sequence[Picture], sent: Sequence[Picture]) -> list[str]:
+    """Notes on pictures that differ from what was asked: fewer made, or re-encoded to fit the upload limit."""
+    notes = []
+    if len(made) < asked:
+        notes.append(f"The model made {len(made)} of the {asked} pictures asked for.")
+    reencoded = sorted(
+        {FORMAT_NAMES[picture.format] for before, picture in zip(made, sent, strict=True) if picture != before}
+    )
+    if reencoded:
+        notes.append(f"Re-encoded as {' and '.join(reencoded)} to fit this channel's upload limit.")
+    return notes
+
+
+class Images(commands.Cog):
+    """Draw, edit and vary pictures with the configured image model."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.group = build_image_group(self, offered_options(bot.settings))
+
+    async def cog_load(self) -> None:
+        """Add the /image group; its choices are built from the settings, so it cannot be a class attribute."""
+        self.bot.tree.add_command(self.group)
+
+    async def cog_unload(self) -> None:
+        """Remove the /image group."""
+        self.bot.tree.remove_command(self.group.name)
+
+    async def generate(
+        self, interaction: discord.Interaction[Bot], prompt: str, *, size: str | None, count: int, quality: str | None
+    ) -> None:
+        """Draw pictures from a prompt."""
+        self._check_place(interaction)
+        check_prompt(prompt, self.bot.settings.image_model)
+        await _start_drawing(interaction)
+        request = self._request(interaction, count, size)
+        batch = await generate_images(self.bot.api, request, prompt, quality)
+        await self._deliver(interaction, request, batch, f"🎨 {interaction.user.mention} asked for", prompt)
+
+    async def edit(
+        self,
+        interaction: discord.Interaction[Bot],
+        image: discord.Attachment,
+        prompt: str,
+        *,
+        mask: discord.Attachment | None,
+        size: str | None,
+        count: int,
+    ) -> None:
+        """Change a picture as the prompt says; where the mask is transparent, if there is a mask."""
+        self._check_place(interaction)
+        check_prompt(prompt, self.bot.settings.image_model)
+        rules = input_rules(self.bot.settings, variation=False)
+        self._check_attachment("picture", image)
+        if mask is not None:
+            self._check_attachment("mask", mask)
+        await _start_drawing(interaction)
+        image_data = await _download(image)
+        mask_data = await _download(mask) if mask is not None else None
+        inputs = await asyncio.to_thread(prepare_edit_inputs, image_data, mask_data, rules)
+        request = self._request(interaction, count, size)
+        batch = await edit_image(self.bot.api, request, prompt, inputs)
+        headline = f"🖌️ {interaction.user.mention} edited a picture"
+        await self._deliver(interaction, request, batch, headline, prompt, inputs.notes)
+
+    async def variation(
+        self, interaction: discord.Interaction[Bot], image: discord.Attachment, *, size: str | None, count: int
+    ) -> None:
+        """Make variations of a picture."""
+        settings = self.bot.settings
+        self._check_place(interaction)
+        check_variation_size(settings, size)
+        rules = input_rules(settings, variation=True)
+        self._check_attachment("picture", image)
+        await _start_drawing(interaction)
+        inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
+        request = self._request(interaction, count, size)
+        batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
+        headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
+        await self._deliver(interaction, request, batch, headline, None, inputs.notes)
+
+    def _check_place(self, interaction: discord.Interaction[Bot]) -> None:
+        if interaction.guild is None and not self.bot.settings.allow_dms:
+            raise UserError("I don't draw in direct messages here. Use /image in a server channel.")
+        if interaction.guild is not None and (
+            missing := missing_permissions(interaction.app_permissions, NEEDED_PERMISSIONS)
+        ):
+            raise UserError(f"🔒 I need these permissions in this channel to post pictures: {', '.join(missing)}.")
+
+    def _check_attachment(self, what: str, attachment: discord.Attachment) -> None:
+        """Refuse what cannot be a usable picture from what Discord says about it, before downloading anything."""
+        limit = download_limit(self.bot.settings)
+        check_upload(what, attachment.filename, attachment.content_type, attachment.size, limit)
+
+    def _request(self, interaction: discord.Interaction[Bot], count: int, size: str | None) -> DrawRequest:
+        return DrawRequest(
+            model=self.bot.settings.image_model,
+            count=count,
+            size=size,
+            user=safety_identifier(interaction.user.id),
+        )
+
+    async def _deliver(
+        self,
+        interaction: discord.Interaction[Bot],
+        request: DrawRequest,
+        batch: ImageBatch,
+        headline: str,
+        prompt: str | None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        """Count the pictures, fit them to the upload limit and show them under the caption."""
+        await self.bot.store.record_usage(
+            UsageRecord(
+                feature="images",
+                model=request.model,
+                user_id=interaction.user.id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                images=len(batch.pictures),
+                image_size=batch.size,
+            )
+        )
+        log.info(
+            "Drew %d %s pictures for user %s in guild %s",
+            len(batch.pictures),
+            batch.size,
+            interaction.user.id,
+            interaction.guild_id,
+        )
+        limit = interaction.filesize_limit
+        sent = await asyncio.to_thread(lambda: [fit_to_limit(picture, limit) for picture in batch.pictures])
+        notes = [*notes, *delivery_notes(request.count, batch.pictures, sent)]
+        files = [
+            discord.File(io.BytesIO(picture.data), filename=f"image-{number}.{picture.extension}")
+            for number, picture in enumerate(sent, start=1)
+        ]
+        content = caption(headline, prompt, batch.revised_prompt, notes)
+        await interaction.edit_original_response(content=content, attachments=files[:FILES_PER_MESSAGE])
+        for start in range(FILES_PER_MESSAGE, len(files), FILES_PER_MESSAGE):
+            await interaction.followup.send(files=files[start : start + FILES_PER_MESSAGE])
+
+
+async def _start_drawing(interaction: discord.Interaction[Bot]) -> None:
+    """Answer within Discord's 3 s and show that drawing has begun; pictures take 10 to 60 s."""
+    await interaction.response.defer(thinking=True)
+    await interaction.edit_original_response(content=DRAWING)
+
+
+async def _download(attachment: discord.Attachment) -> bytes:
+    try:
+        return await attachment.read()
+    except discord.HTTPException:
+        raise UserError(f"📥 I couldn't download `{attachment.filename}` from Discord. Please try again.") from None
+
+
+def build_image_group(images: Images, options: ImageOptions) -> app_commands.Group:
+    """The /image group; the size and quality choices follow the configured model."""
+    group = app_commands.Group(name="image", description="Draw, edit and vary pictures with AI.")
+    sizes = [app_commands.Choice(name=size_label(size), value=size) for size in options.sizes]
+    qualities = [app_commands.Choice(name=quality_label(quality), value=quality) for quality in options.qualities]
+
+    @group.command(name="generate", description="Draw pictures from a description.")
+    @app_commands.describe(
+        prompt="What to draw",
+        size="Size of the pictures (default: the model's)",
+        count="How many pictures (1 to 4)",
+        quality="Quality: higher is slower (default: the model's)",
+    )
+    @app_commands.choices(size=sizes, quality=qualities)
+    async def generate(
+        interaction: discord.Interaction[Bot],
+        prompt: app_commands.Range[str, 1, 4000],
+        size: str | None = None,
+        count: app_commands.Range[int, 1, MAX_PICTURES] = 1,
+        quality: str | None = None,
+    ) -> None:
+        await images.generate(interaction, prompt, size=size, count=count, quality=quality)
+
+    @group.command(name="edit", description="Change a picture as you describe.")
+    @app_commands.describe(
+        image="The picture to change (PNG, JPEG, WebP or GIF)",
+        prompt="What to change, or what the whole new picture should show",
+        mask="A PNG the size of the picture whose transparent parts mark what may change (default: all of it)",
+        size="Size of the results (default: the model's)",
+        count="How many pictures (1 to 4)",
+    )
+    @app_commands.choices(size=sizes)
+    async def edit(
+        interaction: discord.Interaction[Bot],
+        image: discord.Attachment,
+        prompt: app_commands.Range[str, 1, 4000],
+        mask: discord.Attachment | None = None,
+        size: str | None = None,
+        count: app_commands.Range[int, 1, MAX_PICTURES] = 1,
+    ) -> None:
+        await images.edit(interaction, image, prompt, mask=mask, size=size, count=count)
+
+    @group.command(name="variation", description="Make variations of a picture.")
+    @app_commands.describe(
+        image="The picture to vary (PNG, JPEG, WebP or GIF)",
+        size="Size of the results (default: the model's)",
+        count="How many pictures (1 to 4)",
+    )
+    @app_commands.choices(size=sizes)
+    async def variation(
+        interaction: discord.Interaction[Bot],
+        image: discord.Attachment,
+        size: str | None = None,
+        count: app_commands.Range[int, 1, MAX_PICTURES] = 1,
+    ) -> None:
+        await images.variation(interaction, image, size=size, count=count)
+
+    return group
+
+
+async def setup(bot: Bot) -> None:
+    """Load the cog."""
+    await bot.add_cog(Images(bot))
