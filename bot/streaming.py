@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import discord
@@ -14,29 +15,48 @@ from bot.render import split_message
 
 log = logging.getLogger(__name__)
 
-# Discord allows roughly 5 message creates/edits per 5 s per channel; one a second leaves room for others.
+# Discord allows roughly 5 message creates/edits per 5 s per channel (community-observed). Intermediate
+# edits come at most once a second and leave one slot of the window free, so the final edit and the
+# next answer's first message never run into a 429 (which discord.py would wait out, stalling the stream).
 EDIT_INTERVAL_SECONDS = 1.0
+RATE_WINDOW_SECONDS = 5.0
+RATE_WINDOW_WRITES = 5
+RESERVED_WRITES = 1
 
 
 class EditThrottle:
-    """Remembers when each channel last saw an edit, so intermediate edits stay under Discord's limit."""
+    """Remembers each channel's recent sends and edits, so intermediate edits stay under Discord's limit."""
 
     def __init__(self, interval: float = EDIT_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._clock = clock
-        self._last_edit: dict[int, float] = {}
+        self._writes: dict[int, deque[float]] = {}
 
     def wait_time(self, channel_id: int) -> float:
         """Seconds until an intermediate edit in this channel is allowed (0 when it is now)."""
-        last = self._last_edit.get(channel_id)
-        return 0.0 if last is None else max(0.0, last + self.interval - self._clock())
+        writes = self._recent(channel_id, self._clock())
+        if not writes:
+            return 0.0
+        now = self._clock()
+        wait = writes[-1] + self.interval - now
+        if len(writes) >= RATE_WINDOW_WRITES - RESERVED_WRITES:
+            # The oldest write that must leave the window before one more intermediate edit fits.
+            oldest = writes[len(writes) - (RATE_WINDOW_WRITES - RESERVED_WRITES)]
+            wait = max(wait, oldest + RATE_WINDOW_SECONDS - now)
+        return max(0.0, wait)
 
     def note_edit(self, channel_id: int) -> None:
         """Record an edit or send in this channel now."""
         now = self._clock()
-        self._last_edit[channel_id] = now
-        if len(self._last_edit) > 1000:  # forget channels that have been quiet: the dict stays small
-            self._last_edit = {cid: t for cid, t in self._last_edit.items() if now - t < self.interval}
+        self._recent(channel_id, now).append(now)
+        if len(self._writes) > 1000:  # forget quiet channels so the map stays small
+            self._writes = {cid: w for cid, w in self._writes.items() if self._recent(cid, now)}
+
+    def _recent(self, channel_id: int, now: float) -> deque[float]:
+        writes = self._writes.setdefault(channel_id, deque())
+        while writes and writes[0] <= now - RATE_WINDOW_SECONDS:
+            writes.popleft()
+        return writes
 
 
 class StreamingReply:
@@ -93,19 +113,15 @@ class StreamingReply:
             self._typing_task = None
 
     async def update(self, text: str) -> None:
-        """Show the text so far, now if the throttle allows, else soon."""
+        """Show the text so far, now if the throttle allows, else as soon as it does."""
         self._latest = text
-        wait = self._throttle.wait_time(self._channel_id)
-        if not self._messages or wait == 0:
-            await self._show(text)
-        elif self._flush_task is None:
-            self._flush_task = asyncio.create_task(self._flush_after(wait))
+        if self._flush_task is None:
+            await self._show(intermediate=True)
 
-    async def _flush_after(self, delay: float) -> None:
+    async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._flush_task = None
-        if not self._finished:
-            await self._show(self._latest)
+        await self._show(intermediate=True)
 
     async def finish(self, text: str) -> list[discord.Message]:
         """Show the exact final text at once and return the messages it occupies."""
@@ -113,24 +129,33 @@ class StreamingReply:
         # once finished it does nothing, and the lock orders it before or after this final edit.
         self._finished = True
         self._latest = text
-        await self._show(text)
+        await self._show(intermediate=False)
         await self._stop_typing()
         return self.messages
 
-    async def _show(self, text: str) -> None:
+    async def _show(self, *, intermediate: bool) -> None:
+        # The throttle is asked under the lock, after any write in flight has been counted.
         async with self._lock:
-            chunks = split_message(text)
+            if intermediate:
+                wait = self._throttle.wait_time(self._channel_id) if self._messages else 0.0
+                if self._finished or wait > 0:
+                    if not self._finished and self._flush_task is None:
+                        self._flush_task = asyncio.create_task(self._flush_later(wait))
+                    return
+            chunks = split_message(self._latest)
             if chunks:
                 await self._stop_typing()
             for index, chunk in enumerate(chunks):
+                if index < len(self._messages) and self._shown[index] == chunk:
+                    continue
+                # Counted before the request: a write in flight already uses its slot.
+                self._throttle.note_edit(self._channel_id)
                 if index < len(self._messages):
-                    if self._shown[index] != chunk:
-                        self._messages[index] = await self._messages[index].edit(content=chunk)
-                        self._shown[index] = chunk
+                    self._messages[index] = await self._messages[index].edit(content=chunk)
+                    self._shown[index] = chunk
                 else:
                     self._messages.append(await self._send(chunk))
                     self._shown.append(chunk)
-            self._throttle.note_edit(self._channel_id)
 
     async def _send(self, chunk: str) -> discord.Message:
         if self._reply_to is not None and not self._messages:
