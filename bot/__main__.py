@@ -11,6 +11,7 @@ import sys
 import discord
 from dotenv import load_dotenv
 
+from bot import doctor
 from bot.bot import Bot
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -24,8 +25,13 @@ SHUTDOWN_TIMEOUT_SECONDS = 8.0
 
 
 def main() -> int:
-    """Run the bot; return the process exit code."""
+    """Run the bot (or, as `python -m bot doctor`, check its set-up); return the process exit code."""
     load_dotenv(override=False)  # the environment wins over .env
+    if sys.argv[1:] == ["doctor"]:
+        return doctor.main(os.environ)
+    if sys.argv[1:]:
+        print(f"Usage: python -m bot [doctor]; {' '.join(sys.argv[1:])!r} is not a command.", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         settings = Settings.from_env(os.environ)
     except ConfigError as error:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -13,15 +14,17 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import Gate
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import GENERIC_FAILURE, ApiError, UserError
+from bot.moderation import Moderator
 from bot.store import Store, open_store
 from bot.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.chat", "cogs.images")
+EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin")
 COMMAND_SYNC_KEY = "command_sync_hash"
 
 # What the bot needs in a server: reading and answering, threads for conversations, files for
@@ -47,6 +50,7 @@ PERMISSION_NAMES = {
     "embed_links": "Embed Links",
     "add_reactions": "Add Reactions",
     "manage_messages": "Manage Messages",
+    "manage_guild": "Manage Server",
 }
 
 
@@ -70,6 +74,8 @@ class Bot(commands.Bot):
     store: Store
     api: OpenAIClient
     http_session: aiohttp.ClientSession
+    gate: Gate
+    moderator: Moderator
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
@@ -81,6 +87,7 @@ class Bot(commands.Bot):
         )
         self.settings = settings
         self.tokens = TokenCounter()
+        self.started_at = time.monotonic()
 
     async def setup_hook(self) -> None:
         """Open the store and the API client, load the cogs, sync commands, log the invite link."""
@@ -93,6 +100,8 @@ class Bot(commands.Bot):
             timeout_seconds=self.settings.api_timeout_seconds,
             max_retries=self.settings.api_max_retries,
         )
+        self.gate = Gate(self.store, self.settings)
+        self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
         # tiktoken may try to download its vocabulary: never on the event loop.
         await asyncio.to_thread(self.tokens.load_vocabulary)
         for extension in EXTENSIONS:
@@ -110,6 +119,17 @@ class Bot(commands.Bot):
         return discord.utils.oauth_url(
             application_id, permissions=REQUIRED_PERMISSIONS, scopes=("bot", "applications.commands")
         )
+
+    async def report_to_moderators(self, text: str) -> None:
+        """Post a note in the moderators' channel (MODERATION_LOG_CHANNEL_ID), if one is set."""
+        channel_id = self.settings.moderation_log_channel_id
+        if channel_id is None:
+            return
+        channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("MODERATION_LOG_CHANNEL_ID %s is not a channel the bot can post in", channel_id)
+            return
+        await channel.send(text)
 
     async def sync_commands(self) -> None:
         """Sync to DISCORD_GUILD_ID at once, or globally only when the definitions changed since the last sync."""

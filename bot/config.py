@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.errors import ConfigError
@@ -16,8 +17,50 @@ DEFAULT_SYSTEM_PROMPT = (
     "each user message starts with the speaker's name. Answer in Discord markdown, concisely."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The keys of one model's entry in PRICES, and what each is priced per.
+PRICE_KEYS = {
+    "input": "1M input tokens",
+    "output": "1M output tokens",
+    "image": "image (a number, or an object of size → price)",
+    "audio_minute": "minute of audio",
+}
+PRICES_EXAMPLE = '{"gpt-5-mini": {"input": 0.25, "output": 2.0}, "gpt-image-2": {"image": 0.04}}'
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on use per member and per server; 0 means no limit. Each is the setting of the same name in capitals."""
+
+    user_requests_per_minute: int = 10
+    guild_requests_per_minute: int = 60
+    user_daily_chat_tokens: int = 200_000
+    guild_daily_chat_tokens: int = 2_000_000
+    user_daily_images: int = 10
+    guild_daily_images: int = 100
+    user_daily_audio_minutes: int = 60
+    guild_daily_audio_minutes: int = 600
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """What one model costs, in the currency of the price table (USD for OpenAI's published prices)."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+    per_image: float | None = None
+    per_image_by_size: Mapping[str, float] = field(default_factory=dict)
+    per_audio_minute: float = 0.0
+
+    def image_price(self, size: str | None) -> float | None:
+        """The price of one image of `size`, or None when the table does not say."""
+        if size is not None and size in self.per_image_by_size:
+            return self.per_image_by_size[size]
+        return self.per_image
 
 
 @dataclass(frozen=True)
@@ -45,6 +88,17 @@ class Settings:
     auto_transcribe: bool = True
     max_download_mb: int = 100
     log_level: str = "INFO"
+    allowed_guild_ids: frozenset[int] = frozenset()
+    chat_role_ids: frozenset[int] = frozenset()
+    images_role_ids: frozenset[int] = frozenset()
+    audio_role_ids: frozenset[int] = frozenset()
+    blocked_user_ids: frozenset[int] = frozenset()
+    limits: Limits = DEFAULT_LIMITS
+    moderate_prompts: bool = False
+    moderate_answers: bool = False
+    moderation_model: str = "omni-moderation-latest"
+    moderation_log_channel_id: int | None = None
+    prices: Mapping[str, ModelPrice] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
@@ -105,6 +159,24 @@ class Settings:
             auto_transcribe=reader.boolean("AUTO_TRANSCRIBE", True),
             max_download_mb=reader.integer("MAX_DOWNLOAD_MB", cls.max_download_mb, minimum=1),
             log_level=reader.text("LOG_LEVEL", "INFO").upper(),
+            allowed_guild_ids=reader.ids("ALLOWED_GUILD_IDS", "server"),
+            chat_role_ids=reader.ids("CHAT_ROLE_IDS", "role"),
+            images_role_ids=reader.ids("IMAGES_ROLE_IDS", "role"),
+            audio_role_ids=reader.ids("AUDIO_ROLE_IDS", "role"),
+            blocked_user_ids=reader.ids("BLOCKED_USER_IDS", "user"),
+            limits=Limits(
+                **{
+                    limit.name: reader.integer(limit.name.upper(), getattr(DEFAULT_LIMITS, limit.name), minimum=0)
+                    for limit in fields(Limits)
+                }
+            ),
+            moderate_prompts=reader.boolean("MODERATE_PROMPTS", False),
+            moderate_answers=reader.boolean("MODERATE_ANSWERS", False),
+            moderation_model=reader.text("MODERATION_MODEL", cls.moderation_model),
+            moderation_log_channel_id=reader.optional_int(
+                "MODERATION_LOG_CHANNEL_ID", "a Discord channel id (a number; right-click the channel → Copy ID)"
+            ),
+            prices=reader.prices("PRICES"),
         )
         if settings.log_level not in LOG_LEVELS:
             reader.problem(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}.")
@@ -113,6 +185,10 @@ class Settings:
         if reader.problems:
             raise ConfigError(reader.problems)
         return settings
+
+
+def _is_price(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def _is_image_size(value: str) -> bool:
@@ -156,8 +232,76 @@ class _EnvReader:
             self.problem(f"{name} must be at least {minimum:g}, not {value:g}.")
         return value
 
-    def optional_int(self, name: str) -> int | None:
-        return self._parse(name, None, int, "a Discord server id (a number; right-click the server → Copy ID)")
+    def optional_int(
+        self, name: str, expected: str = "a Discord server id (a number; right-click the server → Copy ID)"
+    ) -> int | None:
+        return self._parse(name, None, int, expected)
+
+    def ids(self, name: str, kind: str) -> frozenset[int]:
+        """A comma-separated list of Discord ids; unset means an empty set."""
+        raw = self.env.get(name, "").strip()
+        parts = [part.strip() for part in raw.split(",") if part.strip()]
+        bad = [part for part in parts if not part.isdigit()]
+        if bad:
+            self.problem(
+                f"{name} must be a comma-separated list of {kind} ids (numbers; right-click the {kind} → Copy ID "
+                f"with Developer Mode on); these are not: {', '.join(bad)}."
+            )
+            return frozenset()
+        return frozenset(int(part) for part in parts)
+
+    def prices(self, name: str) -> dict[str, ModelPrice]:
+        """The price table: a JSON object, or the path of a JSON file holding one."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return {}
+        if raw.startswith("{"):
+            source = raw
+        else:
+            try:
+                source = Path(raw).read_text(encoding="utf-8")
+            except OSError as error:
+                self.problem(f"{name} must be a JSON object or the path of a JSON file; {raw!r}: {error.strerror}.")
+                return {}
+        try:
+            table = json.loads(source)
+        except ValueError as error:
+            self.problem(f"{name} is not valid JSON ({error}).")
+            return {}
+        if not isinstance(table, dict):
+            self.problem(f"{name} must be a JSON object of model name → prices, such as {PRICES_EXAMPLE}.")
+            return {}
+        prices = {}
+        for model, entry in table.items():
+            price = self._model_price(name, str(model), entry)
+            if price is not None:
+                prices[str(model)] = price
+        return prices
+
+    def _model_price(self, name: str, model: str, entry: Any) -> ModelPrice | None:
+        if not isinstance(entry, dict) or not entry:
+            self.problem(f"{name}: the entry for {model!r} must be an object with some of: {', '.join(PRICE_KEYS)}.")
+            return None
+        bad_keys = [key for key in entry if key not in PRICE_KEYS]
+        if bad_keys:
+            known = "; ".join(f"{key}: per {unit}" for key, unit in PRICE_KEYS.items())
+            self.problem(f"{name}: {model!r} has unknown keys {', '.join(map(repr, bad_keys))} (known ones: {known}).")
+            return None
+        image = entry.get("image")
+        by_size = image if isinstance(image, dict) else {}
+        numbers = {key: value for key, value in entry.items() if key != "image" or not by_size}
+        numbers |= {f"image {size}": value for size, value in by_size.items()}
+        bad_values = [key for key, value in numbers.items() if not _is_price(value)]
+        if bad_values:
+            self.problem(f"{name}: in {model!r}, {', '.join(bad_values)} must be a number at least 0.")
+            return None
+        return ModelPrice(
+            input_per_million=float(entry.get("input", 0)),
+            output_per_million=float(entry.get("output", 0)),
+            per_image=None if by_size or image is None else float(image),
+            per_image_by_size={str(size): float(value) for size, value in by_size.items()},
+            per_audio_minute=float(entry.get("audio_minute", 0)),
+        )
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:

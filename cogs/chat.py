@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import weakref
@@ -14,9 +13,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.api import ChatRequest, ChatResult
+from bot.access import parent_id_of, role_ids_of
+from bot.api import ChatRequest, ChatResult, safety_identifier
 from bot.bot import Bot, describe_error, missing_permissions
 from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, UserError
+from bot.moderation import withheld_note
 from bot.render import MESSAGE_LIMIT, thread_name, truncate, with_notes
 from bot.store import ChannelRecord, NewTurn, UsageRecord
 from bot.streaming import EditThrottle, StreamingReply
@@ -44,11 +45,6 @@ class Asker:
 
     id: int
     name: str
-
-
-def safety_identifier(user_id: int) -> str:
-    """A stable, non-reversible id for the provider's abuse detection (≤ 64 chars)."""
-    return hashlib.sha256(f"discord-user:{user_id}".encode()).hexdigest()[:32]
 
 
 def answer_notes(result: ChatResult, *, omitted_older: bool) -> list[str]:
@@ -113,7 +109,23 @@ class Chat(commands.Cog):
         needed = THREAD_PERMISSIONS if opens_thread else IN_PLACE_PERMISSIONS
         if interaction.guild is not None and (missing := missing_permissions(interaction.app_permissions, needed)):
             raise UserError(f"🔒 I need these permissions in this channel: {', '.join(missing)}.")
+        await self.bot.gate.admit(
+            "chat",
+            user_id=interaction.user.id,
+            role_ids=role_ids_of(interaction.user),
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            parent_id=parent_id_of(channel),
+        )
         await interaction.response.defer(thinking=True)
+        # After the defer: moderation is an API call and may outlast Discord's 3 s; before the prompt is shown.
+        await self.bot.moderator.check_prompt(
+            prompt,
+            feature="chat",
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+        )
         shown = await interaction.edit_original_response(content=prompt_display(interaction.user, prompt))
         if isinstance(channel, discord.TextChannel):
             channel = await self._open_thread(channel, shown, interaction.user, prompt)
@@ -227,14 +239,45 @@ class Chat(commands.Cog):
                     return
             elif not (mentioned or in_conversation):
                 return
+            guild_id = message.guild.id if message.guild else None
+            if not await self.bot.gate.enabled_here(
+                "chat", guild_id, message.channel.id, parent_id=parent_id_of(message.channel), user_id=message.author.id
+            ):
+                return  # chat is off here (or the author is blocked): ignored without a word
+            try:
+                await self.screen(message.author, text, message.channel, guild_id=guild_id)
+            except UserError as refusal:
+                await message.reply(str(refusal), mention_author=False)
+                return
             await self._take_turn(
                 message.channel,
                 Asker(message.author.id, message.author.display_name),
                 text,
-                guild_id=message.guild.id if message.guild else None,
+                guild_id=guild_id,
                 # In its own threads the bot just answers; elsewhere it replies to the message it answers.
                 reply_to=None if in_conversation else message,
             )
+
+    async def screen(
+        self,
+        author: discord.abc.User,
+        text: str,
+        channel: discord.abc.MessageableChannel,
+        *,
+        guild_id: int | None,
+    ) -> None:
+        """Raise UserError when the gate or moderation stops this turn; call before answer(), so nothing is sent."""
+        await self.bot.gate.admit(
+            "chat",
+            user_id=author.id,
+            role_ids=role_ids_of(author),
+            guild_id=guild_id,
+            channel_id=channel.id,
+            parent_id=parent_id_of(channel),
+        )
+        await self.bot.moderator.check_prompt(
+            text, feature="chat", user_id=author.id, guild_id=guild_id, channel_id=channel.id
+        )
 
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:
@@ -253,7 +296,10 @@ class Chat(commands.Cog):
         temperature: float | None = None,
         spoken: bool = False,
     ) -> None:
-        """Take one user turn in a channel and stream the model's answer there; turns in a channel run in order."""
+        """Take one user turn in a channel and stream the model's answer there; turns in a channel run in order.
+
+        The caller has let the turn through the gate and moderation first (screen(), or /chat's own checks).
+        """
         async with self._lock_for(channel.id):
             await self._take_turn(
                 channel,
@@ -280,13 +326,12 @@ class Chat(commands.Cog):
     ) -> None:
         """answer(), with the channel's lock already held."""
         channel_id = channel.id
+        model = model or await self.bot.gate.model_for("chat", guild_id, channel_id, parent_id=parent_id_of(channel))
         await self.bot.store.add_turn(channel_id, NewTurn("user", asker.id, asker.name, text, spoken=spoken))
         reply = StreamingReply(channel, channel_id, self.throttle, reply_to=reply_to)
         reply.start_typing()
         try:
-            await self._answer_turn(
-                reply, channel_id, asker, guild_id, model or self.bot.settings.chat_model, temperature
-            )
+            await self._answer_turn(reply, channel_id, asker, guild_id, model, temperature)
         except Exception as error:
             message = describe_error(error)
             if message is None:
@@ -326,7 +371,8 @@ class Chat(commands.Cog):
                 safety_identifier=safety_identifier(asker.id),
             )
             try:
-                result = await self._stream(reply, request)
+                # With MODERATE_ANSWERS nothing is shown before moderation has seen the whole answer.
+                result = await self._stream(reply, request, show=not settings.moderate_answers)
                 break
             except ApiError as error:
                 # The count was an estimate and the model's context is smaller: trim harder, once.
@@ -334,11 +380,8 @@ class Chat(commands.Cog):
                     raise
                 budget //= 2
         answer = result.text or result.refusal or ""
-        shown = with_notes(answer, answer_notes(result, omitted_older=window.omitted_older))
-        await reply.finish(shown)
-        if answer:
-            await self.bot.store.add_turn(channel_id, NewTurn("assistant", None, "assistant", answer))
         usage = result.usage
+        # Recorded before anything else can fail: the tokens are spent whether or not the answer is shown.
         await self.bot.store.record_usage(
             UsageRecord(
                 feature="chat",
@@ -350,11 +393,21 @@ class Chat(commands.Cog):
                 output_tokens=usage.output_tokens if usage else self.bot.tokens.count(answer),
             )
         )
+        verdict = await self.bot.moderator.check_answer(
+            answer, feature="chat", user_id=asker.id, guild_id=guild_id, channel_id=channel_id
+        )
+        if verdict.flagged:
+            await reply.finish(withheld_note(verdict))
+            return  # kept out of the history too, so the model never builds on it
+        # Stored before it is finished on screen: an answer someone has seen survives even a kill -9.
+        if answer:
+            await self.bot.store.add_turn(channel_id, NewTurn("assistant", None, "assistant", answer))
+        await reply.finish(with_notes(answer, answer_notes(result, omitted_older=window.omitted_older)))
 
-    async def _stream(self, reply: StreamingReply, request: ChatRequest) -> ChatResult:
+    async def _stream(self, reply: StreamingReply, request: ChatRequest, *, show: bool) -> ChatResult:
         result = ChatResult()
         async for _, result in self.bot.api.stream_chat(request):
-            if result.text:
+            if result.text and show:
                 await reply.update(result.text)
         return result
 

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import parent_id_of, role_ids_of
 from bot.api import safety_identifier
 from bot.bot import Bot, missing_permissions
 from bot.errors import UserError
@@ -112,10 +113,11 @@ class Images(commands.Cog):
         self, interaction: discord.Interaction[Bot], prompt: str, *, size: str | None, count: int, quality: str | None
     ) -> None:
         """Draw pictures from a prompt."""
-        self._check_place(interaction)
+        await self._admit(interaction, count)
         check_prompt(prompt, self.bot.settings.image_model)
         await _start_drawing(interaction)
-        request = self._request(interaction, count, size)
+        await self._moderate(interaction, prompt)
+        request = await self._request(interaction, count, size)
         batch = await generate_images(self.bot.api, request, prompt, quality)
         await self._deliver(interaction, request, batch, f"🎨 {interaction.user.mention} asked for", prompt)
 
@@ -130,17 +132,18 @@ class Images(commands.Cog):
         count: int,
     ) -> None:
         """Change a picture as the prompt says; where the mask is transparent, if there is a mask."""
-        self._check_place(interaction)
+        await self._admit(interaction, count)
         check_prompt(prompt, self.bot.settings.image_model)
         rules = input_rules(self.bot.settings, variation=False)
         self._check_attachment("picture", image)
         if mask is not None:
             self._check_attachment("mask", mask)
         await _start_drawing(interaction)
+        await self._moderate(interaction, prompt)
         image_data = await _download(image)
         mask_data = await _download(mask) if mask is not None else None
         inputs = await asyncio.to_thread(prepare_edit_inputs, image_data, mask_data, rules)
-        request = self._request(interaction, count, size)
+        request = await self._request(interaction, count, size)
         batch = await edit_image(self.bot.api, request, prompt, inputs)
         headline = f"🖌️ {interaction.user.mention} edited a picture"
         await self._deliver(interaction, request, batch, headline, prompt, inputs.notes)
@@ -150,33 +153,56 @@ class Images(commands.Cog):
     ) -> None:
         """Make variations of a picture."""
         settings = self.bot.settings
-        self._check_place(interaction)
+        await self._admit(interaction, count)
         check_variation_size(settings, size)
         rules = input_rules(settings, variation=True)
         self._check_attachment("picture", image)
         await _start_drawing(interaction)
         inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
-        request = self._request(interaction, count, size)
+        request = await self._request(interaction, count, size)
         batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
         headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
         await self._deliver(interaction, request, batch, headline, None, inputs.notes)
 
-    def _check_place(self, interaction: discord.Interaction[Bot]) -> None:
+    async def _admit(self, interaction: discord.Interaction[Bot], count: int) -> None:
+        """Refuse, before anything is sent, where the bot cannot post pictures or the member may not draw."""
         if interaction.guild is None and not self.bot.settings.allow_dms:
             raise UserError("I don't draw in direct messages here. Use /image in a server channel.")
         if interaction.guild is not None and (
             missing := missing_permissions(interaction.app_permissions, NEEDED_PERMISSIONS)
         ):
             raise UserError(f"🔒 I need these permissions in this channel to post pictures: {', '.join(missing)}.")
+        await self.bot.gate.admit(
+            "images",
+            user_id=interaction.user.id,
+            role_ids=role_ids_of(interaction.user),
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            parent_id=parent_id_of(interaction.channel),
+            images=count,
+        )
+
+    async def _moderate(self, interaction: discord.Interaction[Bot], prompt: str) -> None:
+        """With MODERATE_PROMPTS, refuse a flagged prompt before it reaches the image model."""
+        await self.bot.moderator.check_prompt(
+            prompt,
+            feature="images",
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+        )
 
     def _check_attachment(self, what: str, attachment: discord.Attachment) -> None:
         """Refuse what cannot be a usable picture from what Discord says about it, before downloading anything."""
         limit = download_limit(self.bot.settings)
         check_upload(what, attachment.filename, attachment.content_type, attachment.size, limit)
 
-    def _request(self, interaction: discord.Interaction[Bot], count: int, size: str | None) -> DrawRequest:
+    async def _request(self, interaction: discord.Interaction[Bot], count: int, size: str | None) -> DrawRequest:
+        model = await self.bot.gate.model_for(
+            "images", interaction.guild_id, interaction.channel_id, parent_id=parent_id_of(interaction.channel)
+        )
         return DrawRequest(
-            model=self.bot.settings.image_model,
+            model=model,
             count=count,
             size=size,
             user=safety_identifier(interaction.user.id),

@@ -6,7 +6,7 @@ satisfy the same protocol without touching them.
 
 from __future__ import annotations
 
-from bot.store.base import ChannelRecord, NewTurn, Store, Turn, UsageRecord
+from bot.store.base import ChannelRecord, NewTurn, Store, Turn, UsageRecord, UsageSum, UsageTotals
 from bot.store.sqlite import SqliteStore
 
 
@@ -17,4 +17,14 @@ async def open_store(database_url: str) -> Store:
     raise ValueError(f"unsupported DATABASE_URL scheme: {database_url.split(':', 1)[0]}")
 
 
-__all__ = ["ChannelRecord", "NewTurn", "SqliteStore", "Store", "Turn", "UsageRecord", "open_store"]
+__all__ = [
+    "ChannelRecord",
+    "NewTurn",
+    "SqliteStore",
+    "Store",
+    "Turn",
+    "UsageRecord",
+    "UsageSum",
+    "UsageTotals",
+    "open_store",
+]

@@ -57,6 +57,32 @@ class UsageRecord:
     audio_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class UsageTotals:
+    """What a set of API calls used, summed."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    images: int = 0
+    audio_seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Input and output tokens together, as the daily chat budget counts them."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class UsageSum(UsageTotals):
+    """Usage summed for one feature, model and image size (and, from usage_by_user, one user)."""
+
+    feature: str = ""
+    model: str = ""
+    image_size: str | None = None
+    user_id: int | None = None
+
+
 class Store(Protocol):
     """Everything the bot persists. Every write is atomic: a crash never leaves half a turn."""
 
@@ -86,7 +112,7 @@ class Store(Protocol):
     async def update_channel_settings(
         self, channel_id: int, changes: dict[str, object], *, guild_id: int | None
     ) -> None:
-        """Merge `changes` into a channel's settings."""
+        """Merge `changes` into a channel's settings (as JSON merge patch: None removes a key, objects merge)."""
 
     async def get_meta(self, key: str) -> str | None:
         """A value the bot keeps about itself (such as the last command sync)."""
@@ -96,3 +122,22 @@ class Store(Protocol):
 
     async def record_usage(self, usage: UsageRecord) -> None:
         """Add one API call to the usage ledger."""
+
+    async def usage_total(
+        self, feature: str, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
+    ) -> UsageTotals:
+        """One feature's use since `since`, by a user and/or in a guild (neither: the whole bot)."""
+
+    async def usage_by_model(
+        self, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
+    ) -> list[UsageSum]:
+        """Use since `since` per feature, model and image size, by a user and/or in a guild."""
+
+    async def usage_by_user(self, guild_id: int, since: datetime) -> list[UsageSum]:
+        """Use in a guild since `since` per user, feature, model and image size."""
+
+    async def get_guild_settings(self, guild_id: int) -> dict[str, object]:
+        """A guild's settings as /settings stored them (empty when none were changed)."""
+
+    async def update_guild_settings(self, guild_id: int, changes: dict[str, object]) -> None:
+        """Merge `changes` into a guild's settings (as JSON merge patch: None removes a key, objects merge)."""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-from bot.store.base import ChannelRecord, NewTurn, Turn, UsageRecord
+from bot.store.base import ChannelRecord, NewTurn, Turn, UsageRecord, UsageSum, UsageTotals
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +59,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_by_guild ON usage (guild_id, created_at);
     CREATE INDEX usage_by_user ON usage (user_id, created_at);
     """,
+    """
+    CREATE TABLE guild_settings (
+        guild_id INTEGER PRIMARY KEY,
+        settings TEXT NOT NULL DEFAULT '{}'
+    );
+    -- Every admitted request sums one feature's use today by its user and its guild: with the feature
+    -- in the index that is a range scan over just those rows, however busy the guild.
+    CREATE INDEX usage_by_user_feature ON usage (user_id, feature, created_at);
+    CREATE INDEX usage_by_guild_feature ON usage (guild_id, feature, created_at);
+    """,
+)
+USAGE_SUMS = (
+    "COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(images), 0),"
+    " COALESCE(SUM(audio_seconds), 0)"
 )
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class SqliteStore:
     """The embedded default store. Each write is one statement in its own transaction, so it is atomic."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, clock: Callable[[], datetime] = _utc_now) -> None:
         self._db = connection
+        self._clock = clock
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteStore:
-        """Open (creating folders and file as needed) and migrate the database at `path`."""
+    async def open(cls, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> SqliteStore:
+        """Open (creating folders and file as needed) and migrate the database at `path`; `clock` dates the rows."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit, so every statement commits (or rolls back) on its own.
@@ -86,7 +103,7 @@ class SqliteStore:
         except BaseException:
             await connection.close()
             raise
-        return cls(connection)
+        return cls(connection, clock)
 
     async def close(self) -> None:
         """Close the connection; WAL content is checkpointed by SQLite on the last close."""
@@ -94,7 +111,7 @@ class SqliteStore:
 
     async def add_turn(self, channel_id: int, turn: NewTurn) -> Turn:
         """Append a turn to a channel's conversation."""
-        created_at = _now()
+        created_at = _timestamp(self._clock())
         cursor = await self._db.execute(
             "INSERT INTO turns (channel_id, role, author_id, author_name, content, spoken, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -180,11 +197,12 @@ class SqliteStore:
     async def update_channel_settings(
         self, channel_id: int, changes: dict[str, object], *, guild_id: int | None
     ) -> None:
-        """Merge `changes` into a channel's settings in one statement (no read-modify-write race)."""
+        """Merge `changes` into a channel's settings in one statement (no read-modify-write race; None removes)."""
         await self._db.execute(
-            "INSERT INTO channels (channel_id, guild_id, settings) VALUES (?, ?, json(?))"
-            " ON CONFLICT (channel_id) DO UPDATE SET settings = json_patch(settings, excluded.settings)",
-            (channel_id, guild_id, json.dumps(changes)),
+            # The patch itself (not excluded.settings, already stripped of nulls) so that None removes a key.
+            "INSERT INTO channels (channel_id, guild_id, settings) VALUES (:id, :guild, json_patch('{}', :patch))"
+            " ON CONFLICT (channel_id) DO UPDATE SET settings = json_patch(settings, :patch)",
+            {"id": channel_id, "guild": guild_id, "patch": json.dumps(changes)},
         )
 
     async def get_meta(self, key: str) -> str | None:
@@ -206,7 +224,7 @@ class SqliteStore:
             "INSERT INTO usage (created_at, feature, model, user_id, guild_id, channel_id, input_tokens,"
             " output_tokens, images, image_size, audio_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                _now(),
+                _timestamp(self._clock()),
                 usage.feature,
                 usage.model,
                 usage.user_id,
@@ -219,6 +237,91 @@ class SqliteStore:
                 usage.audio_seconds,
             ),
         )
+
+    async def usage_total(
+        self, feature: str, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
+    ) -> UsageTotals:
+        """One feature's use since `since`, by a user and/or in a guild (neither: the whole bot)."""
+        where, values = _usage_filter(since, user_id, guild_id)
+        cursor = await self._db.execute(
+            f"SELECT {USAGE_SUMS} FROM usage WHERE feature = ? AND {where}", (feature, *values)
+        )
+        row = await cursor.fetchone()
+        assert row is not None  # an aggregate without GROUP BY always returns one row
+        return UsageTotals(**_totals(row))
+
+    async def usage_by_model(
+        self, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
+    ) -> list[UsageSum]:
+        """Use since `since` per feature, model and image size, by a user and/or in a guild."""
+        where, values = _usage_filter(since, user_id, guild_id)
+        cursor = await self._db.execute(
+            f"SELECT feature, model, image_size, {USAGE_SUMS} FROM usage WHERE {where}"
+            " GROUP BY feature, model, image_size ORDER BY feature, model, image_size",
+            values,
+        )
+        return [
+            UsageSum(feature=row[0], model=row[1], image_size=row[2], **_totals(row[3:]))
+            for row in await cursor.fetchall()
+        ]
+
+    async def usage_by_user(self, guild_id: int, since: datetime) -> list[UsageSum]:
+        """Use in a guild since `since` per user, feature, model and image size."""
+        where, values = _usage_filter(since, None, guild_id)
+        cursor = await self._db.execute(
+            f"SELECT user_id, feature, model, image_size, {USAGE_SUMS} FROM usage WHERE {where}"
+            " AND user_id IS NOT NULL GROUP BY user_id, feature, model, image_size"
+            " ORDER BY user_id, feature, model, image_size",
+            values,
+        )
+        return [
+            UsageSum(user_id=row[0], feature=row[1], model=row[2], image_size=row[3], **_totals(row[4:]))
+            for row in await cursor.fetchall()
+        ]
+
+    async def get_guild_settings(self, guild_id: int) -> dict[str, object]:
+        """A guild's settings as /settings stored them (empty when none were changed)."""
+        cursor = await self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        row = await cursor.fetchone()
+        return {} if row is None else dict(json.loads(row[0]))
+
+    async def update_guild_settings(self, guild_id: int, changes: dict[str, object]) -> None:
+        """Merge `changes` into a guild's settings in one statement (JSON merge patch: None removes a key)."""
+        await self._db.execute(
+            "INSERT INTO guild_settings (guild_id, settings) VALUES (:id, json_patch('{}', :patch))"
+            " ON CONFLICT (guild_id) DO UPDATE SET settings = json_patch(settings, :patch)",
+            {"id": guild_id, "patch": json.dumps(changes)},
+        )
+
+
+def _usage_filter(since: datetime, user_id: int | None, guild_id: int | None) -> tuple[str, list[object]]:
+    """The WHERE clause (fixed text, values as parameters) selecting usage since a time by user and/or guild."""
+    clauses = ["created_at >= ?"]
+    values: list[object] = [_timestamp(since)]
+    if user_id is not None:
+        clauses.append("user_id = ?")
+        values.append(user_id)
+    if guild_id is not None:
+        clauses.append("guild_id = ?")
+        values.append(guild_id)
+    return " AND ".join(clauses), values
+
+
+def _timestamp(moment: datetime) -> str:
+    """A time as stored in created_at (UTC ISO 8601), so text comparison orders it correctly."""
+    if moment.tzinfo is None:
+        raise ValueError("usage times must be timezone-aware")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _totals(row: Any) -> dict[str, Any]:
+    return {
+        "requests": int(row[0]),
+        "input_tokens": int(row[1]),
+        "output_tokens": int(row[2]),
+        "images": int(row[3]),
+        "audio_seconds": float(row[4]),
+    }
 
 
 async def _migrate(connection: aiosqlite.Connection) -> None:

@@ -2,11 +2,15 @@
 
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
-from bot.config import OPENAI_DEFAULT_BASE_URL, Settings
+import bot
+from bot.config import OPENAI_DEFAULT_BASE_URL, Limits, ModelPrice, Settings
 from bot.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).parents[2]
@@ -76,3 +80,103 @@ def test_process_exits_2_with_the_problems_and_no_traceback(tmp_path: Path) -> N
     assert "DISCORD_TOKEN is required" in completed.stderr
     assert "OPENAI_API_KEY is required" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_access_limits_and_moderation_settings_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            **MINIMAL,
+            "ALLOWED_GUILD_IDS": "1, 2",
+            "IMAGES_ROLE_IDS": "30",
+            "BLOCKED_USER_IDS": "40,41",
+            "USER_REQUESTS_PER_MINUTE": "3",
+            "GUILD_DAILY_IMAGES": "0",
+            "MODERATE_PROMPTS": "true",
+            "MODERATION_LOG_CHANNEL_ID": "50",
+        }
+    )
+    assert settings.allowed_guild_ids == {1, 2}
+    assert settings.images_role_ids == {30} and settings.chat_role_ids == frozenset()
+    assert settings.blocked_user_ids == {40, 41}
+    assert settings.limits.user_requests_per_minute == 3
+    assert settings.limits.guild_daily_images == 0
+    assert settings.limits.user_daily_chat_tokens == Limits().user_daily_chat_tokens
+    assert settings.moderate_prompts and not settings.moderate_answers
+    assert settings.moderation_model == "omni-moderation-latest"
+    assert settings.moderation_log_channel_id == 50
+
+
+def test_bad_ids_and_limits_are_named_with_their_fix() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "CHAT_ROLE_IDS": "12,@mods", "USER_DAILY_IMAGES": "-1"})
+    report = caught.value.report()
+    assert "CHAT_ROLE_IDS must be a comma-separated list of role ids" in report
+    assert "Copy ID" in report and "@mods" in report
+    assert "USER_DAILY_IMAGES must be at least 0" in report
+
+
+def test_prices_come_from_json_or_a_file(tmp_path: Path) -> None:
+    table = '{"m": {"input": 1, "output": 2.5}, "img": {"image": {"1024x1024": 0.04}}, "t": {"audio_minute": 0.006}}'
+    inline = Settings.from_env({**MINIMAL, "PRICES": table}).prices
+    (tmp_path / "prices.json").write_text(table)
+    from_file = Settings.from_env({**MINIMAL, "PRICES": str(tmp_path / "prices.json")}).prices
+    assert inline == from_file
+    assert inline["m"] == ModelPrice(input_per_million=1.0, output_per_million=2.5)
+    assert inline["img"].image_price("1024x1024") == 0.04
+    assert inline["img"].image_price("auto") is None
+    assert inline["t"].per_audio_minute == 0.006
+    assert Settings.from_env(MINIMAL).prices == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ('{"m": {"input": "cheap"}}', "input must be a number"),
+        ('{"m": {"inptu": 1}}', "unknown keys 'inptu'"),
+        ('{"m": 5}', "the entry for 'm' must be an object"),
+        ("{not json", "is not valid JSON"),
+        ("no/such/prices.json", "must be a JSON object or the path of a JSON file"),
+    ],
+)
+def test_a_bad_price_table_is_named(value: str, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "PRICES": value})
+    assert named in caught.value.report()
+
+
+def test_a_price_file_must_hold_an_object(tmp_path: Path) -> None:
+    (tmp_path / "prices.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "PRICES": str(tmp_path / "prices.json")})
+    assert "must be a JSON object of model name → prices" in caught.value.report()
+
+
+class RecordingEnv(Mapping[str, str]):
+    """An environment that remembers every name Settings asked for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return self.values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def test_env_example_lists_every_setting_and_parses() -> None:
+    example = {name: value or "" for name, value in dotenv_values(PROJECT_ROOT / ".env.example").items()}
+    env = RecordingEnv({**example, **MINIMAL})
+    Settings.from_env(env)
+    documented = set(example) | {"SYSTEM_PROMPT"}  # commented out there: its default is long
+    assert env.asked <= documented, env.asked - documented
+
+
+def test_the_version_matches_pyproject() -> None:
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    assert bot.__version__ == pyproject["project"]["version"]

@@ -12,14 +12,21 @@ import discord
 import pytest
 from PIL import Image
 
+from bot.api import safety_identifier
 from bot.bot import Bot
 from bot.config import Settings
 from bot.errors import ApiError, ApiErrorKind
 from bot.images import VARIATION_PROMPT
-from cogs.chat import safety_identifier
 from cogs.images import DRAWING
 from tests.fakes.discord_emulator import DiscordEmulator, EmuFile, EmuInteraction, EmuMessage, Perm
-from tests.fakes.openai_server import FakeOpenAI, ImagesReply, moderation_blocked, org_not_verified, quota_exhausted
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    ImagesReply,
+    ModerationReply,
+    moderation_blocked,
+    org_not_verified,
+    quota_exhausted,
+)
 
 KEY = "sk-test-key"
 # The fake answers within milliseconds; the bot still has to download, convert and upload.
@@ -300,3 +307,29 @@ async def test_without_attach_files_the_bot_says_which_permission_it_needs(
     assert interaction.original is not None
     assert interaction.original.content == "🔒 I need these permissions in this channel to post pictures: Attach Files."
     assert fake_openai.requests == []
+
+
+async def test_a_member_without_the_image_role_is_refused_before_any_api_call(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, start_bot: BotStarter
+) -> None:
+    async with start_bot(IMAGES_ROLE_IDS=str(emulator.moderator_role.id)):
+        refused = await image_command(emulator, "generate", prompt="a lighthouse")
+        await refused.wait_done()
+        allowed = await emulator.invoke_slash(
+            emulator.moderator, emulator.general.id, "image", {"generate": {"prompt": "a lighthouse"}}
+        )
+        await emulator.wait_for(lambda: allowed.original is not None and allowed.original.attachments)
+    assert refused.ephemeral
+    assert emulator.moderator_role.mention in refused.messages[0].content
+    assert len(fake_openai.requests_to("/images/generations")) == 1  # the moderator's only
+
+
+async def test_a_flagged_prompt_is_refused_before_it_reaches_the_image_model(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, start_bot: BotStarter
+) -> None:
+    fake_openai.queue("/moderations", ModerationReply(flagged=True, categories=["violence"]))
+    async with start_bot(MODERATE_PROMPTS="true"):
+        interaction = await image_command(emulator, "generate", prompt="something violent")
+        await emulator.wait_for(lambda: interaction.original and interaction.original.content not in ("", DRAWING))
+    assert interaction.original is not None and "violence" in interaction.original.content
+    assert fake_openai.requests_to("/images/generations") == []

@@ -128,6 +128,7 @@ class Rest:
         a = API_PREFIX
         routes = [
             ("GET", "/users/@me", self.get_me),
+            ("GET", "/users/@me/guilds", self.get_my_guilds),
             ("GET", "/users/{user_id}", self.get_user),
             ("POST", "/users/@me/channels", self.open_dm),
             ("GET", "/gateway", self.get_gateway),
@@ -155,6 +156,8 @@ class Rest:
             ("POST", "/channels/{channel_id}/threads", self.thread_without_message),
             ("POST", "/channels/{channel_id}/typing", self.typing),
             ("GET", "/guilds/{guild_id}/members/{user_id}", self.get_member),
+            ("GET", "/guilds/{guild_id}/roles", self.get_roles),
+            ("GET", "/guilds/{guild_id}/channels", self.get_guild_channels),
         ]
         for method, path, handler in routes:
             router.add_route(method, a + path, handler)
@@ -664,6 +667,32 @@ class Rest:
         if not self.world.is_member(user_id):
             raise unknown("Member", 10007)
         return _json(self.world.member_payload(user_id))
+
+    async def get_my_guilds(self, request: web.Request) -> web.Response:
+        """GET /users/@me/guilds: the one guild, with the bot's permissions there."""
+        world = self.world
+        guild = {
+            "id": str(world.guild_id),
+            "name": "Emulated Guild",
+            "icon": None,
+            "owner": world.owner_id == world.bot.id,
+            "permissions": str(world.base_permissions(world.bot.id)),
+            "features": [],
+        }
+        return _json([guild])
+
+    async def get_roles(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}/roles."""
+        if _id(request, "guild_id") != self.emu.guild_id:
+            raise unknown("Guild", 10004)
+        return _json([role.payload() for role in self.world.roles.values()])
+
+    async def get_guild_channels(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}/channels: its channels, not threads, with their permission overwrites."""
+        if _id(request, "guild_id") != self.emu.guild_id:
+            raise unknown("Guild", 10004)
+        channels = [c for c in self.world.channels.values() if c.guild_id == self.emu.guild_id and not c.is_thread]
+        return _json([self.world.channel_payload(c) for c in channels])
 
     async def cdn(self, request: web.Request) -> web.Response:
         """GET an attachment's bytes."""

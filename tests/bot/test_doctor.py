@@ -1,0 +1,139 @@
+"""The doctor's checks that need no Discord: configuration, the API's models, and permission arithmetic."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import discord
+
+from bot import doctor
+from bot.config import Settings
+from bot.doctor import Report, base_permissions, channel_permissions, check_api
+from tests.fakes.openai_server import ApiErrorReply, FakeOpenAI
+
+PROJECT_ROOT = Path(__file__).parents[2]
+GUILD, BOT, ROLE, OTHER_ROLE = 100, 200, 300, 301
+
+
+async def api_report(fake_openai: FakeOpenAI, **env: str) -> tuple[int, str]:
+    """Run the API checks; return the number of problems and the printed text."""
+    settings = Settings.from_env(
+        {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "sk-test-key", "OPENAI_BASE_URL": fake_openai.base_url, **env}
+    )
+    out = io.StringIO()
+    report = Report(out)
+    async with aiohttp.ClientSession() as session:
+        await check_api(settings, session, report)
+    return report.problems, out.getvalue()
+
+
+async def test_a_healthy_api_has_every_configured_model(fake_openai: FakeOpenAI) -> None:
+    problems, text = await api_report(fake_openai)
+    assert problems == 0, text
+    for line in ("CHAT_MODEL gpt-5-mini is offered", "IMAGE_MODEL gpt-image-2", "TRANSCRIBE_MODEL gpt-transcribe"):
+        assert line in text
+    assert "MODERATION_MODEL" not in text  # moderation is off: its model does not matter
+
+
+async def test_a_model_the_api_lacks_is_named_with_the_fix(fake_openai: FakeOpenAI) -> None:
+    problems, text = await api_report(fake_openai, CHAT_MODEL="gpt-5-mimi")
+    assert problems == 1
+    assert "✗ CHAT_MODEL gpt-5-mimi is not offered by the API." in text
+    assert "Fix: set CHAT_MODEL to a model it offers, such as gpt-5-mini" in text
+
+
+async def test_the_moderation_model_is_checked_when_moderation_is_on(fake_openai: FakeOpenAI) -> None:
+    fake_openai.models.remove("omni-moderation-latest")
+    problems, text = await api_report(fake_openai, MODERATE_ANSWERS="true")
+    assert problems == 1
+    assert "MODERATION_MODEL omni-moderation-latest is not offered" in text
+
+
+async def test_a_rejected_key_is_named_without_printing_it(fake_openai: FakeOpenAI) -> None:
+    problems, text = await api_report(fake_openai, OPENAI_API_KEY="sk-wrong-key-123456")
+    assert problems == 1
+    assert "The API rejected OPENAI_API_KEY" in text
+    assert "sk-wrong" not in text
+
+
+async def test_an_api_without_a_model_list_says_to_check_the_base_url(fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue("/models", ApiErrorReply(404, "invalid_request_error", None, "Invalid URL (GET /models)"))
+    problems, text = await api_report(fake_openai)
+    assert problems == 1
+    assert "check OPENAI_BASE_URL: it usually ends in /v1" in text
+
+
+def test_bad_configuration_exits_2_naming_every_problem() -> None:
+    out = io.StringIO()
+    assert doctor.main({"ALLOW_DMS": "maybe"}, out) == doctor.EXIT_CONFIG
+    text = out.getvalue()
+    assert "DISCORD_TOKEN is required" in text
+    assert "ALLOW_DMS must be true or false" in text
+
+
+def role(role_id: int, permissions: discord.Permissions) -> dict[str, object]:
+    return {"id": str(role_id), "permissions": str(permissions.value)}
+
+
+def overwrite(
+    target: int, kind: int, *, allow: discord.Permissions | None = None, deny: discord.Permissions | None = None
+) -> dict[str, object]:
+    return {
+        "id": str(target),
+        "type": kind,
+        "allow": str((allow or discord.Permissions.none()).value),
+        "deny": str((deny or discord.Permissions.none()).value),
+    }
+
+
+def test_server_permissions_join_everyone_and_the_members_roles() -> None:
+    roles = [
+        role(GUILD, discord.Permissions(view_channel=True)),
+        role(ROLE, discord.Permissions(send_messages=True)),
+        role(OTHER_ROLE, discord.Permissions(attach_files=True)),
+    ]
+    granted = base_permissions(GUILD, roles, {ROLE}, is_owner=False)
+    assert granted.view_channel and granted.send_messages and not granted.attach_files
+    assert base_permissions(GUILD, roles, set(), is_owner=True) == discord.Permissions.all()
+    admin = [role(GUILD, discord.Permissions(administrator=True))]
+    assert base_permissions(GUILD, admin, set(), is_owner=False).attach_files
+
+
+def test_channel_overwrites_apply_everyone_then_roles_then_the_member() -> None:
+    base = discord.Permissions(view_channel=True, send_messages=True, attach_files=True)
+    overwrites = [
+        overwrite(BOT, 1, deny=discord.Permissions(attach_files=True)),
+        overwrite(GUILD, 0, deny=discord.Permissions(send_messages=True, view_channel=True)),
+        overwrite(ROLE, 0, allow=discord.Permissions(view_channel=True)),
+        overwrite(OTHER_ROLE, 0, allow=discord.Permissions(send_messages=True)),  # a role the bot lacks
+    ]
+    granted = channel_permissions(base, GUILD, {ROLE}, BOT, overwrites)
+    assert granted.view_channel  # @everyone's deny, then the bot's role allows it again
+    assert not granted.send_messages
+    assert not granted.attach_files  # the member's own overwrite comes last
+    admin = discord.Permissions(administrator=True)
+    assert channel_permissions(admin, GUILD, set(), BOT, overwrites) == discord.Permissions.all()
+
+
+def run_entry_point(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_python_m_bot_doctor_runs_the_doctor(tmp_path: Path) -> None:
+    completed = run_entry_point("doctor", cwd=tmp_path)
+    assert completed.returncode == doctor.EXIT_CONFIG
+    assert "✗ DISCORD_TOKEN is required" in completed.stdout
+    assert "Traceback" not in completed.stderr
+
+
+def test_an_unknown_command_is_named_with_the_usage(tmp_path: Path) -> None:
+    completed = run_entry_point("doctr", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert "Usage: python -m bot [doctor]; 'doctr' is not a command." in completed.stderr

@@ -1,0 +1,67 @@
+"""`python -m bot doctor` against the Discord emulator and the fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from bot import doctor
+from tests.fakes.discord_emulator import DiscordEmulator, Intent, Perm
+from tests.fakes.openai_server import FakeOpenAI
+
+
+async def doctor_in_thread(env: dict[str, str]) -> tuple[int, str]:
+    """The doctor's exit code and output; it runs its own event loop, so in a worker thread."""
+    out = io.StringIO()
+    code = await asyncio.to_thread(doctor.main, env, out)
+    return code, out.getvalue()
+
+
+async def test_a_healthy_set_up_exits_0_and_prints_the_invite_link(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    code, text = await doctor_in_thread(bot_env)
+    assert code == 0, text
+    assert "All is well." in text
+    assert f"Invite link: https://discord.com/oauth2/authorize?client_id={emulator.application_id}" in text
+    assert "The Message Content intent is on" in text
+    assert emulator.token not in text and "sk-test-key" not in text
+
+
+async def test_a_missing_permission_exits_non_zero_naming_it_and_the_fix(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    emulator.set_channel_permissions(emulator.random.id, emulator.bot_role, deny=int(Perm.CREATE_PUBLIC_THREADS))
+    code, text = await doctor_in_thread(bot_env)
+    assert code == doctor.EXIT_PROBLEMS
+    assert "✗ In #random the bot lacks Create Public Threads." in text
+    assert "Fix: grant them to the bot's role" in text
+    assert "1 problem found." in text
+
+
+async def test_a_wrong_model_exits_non_zero_naming_the_setting(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, bot_env: dict[str, str]
+) -> None:
+    code, text = await doctor_in_thread({**bot_env, "IMAGE_MODEL": "gpt-imagine"})
+    assert code == doctor.EXIT_PROBLEMS
+    assert "✗ IMAGE_MODEL gpt-imagine is not offered by the API." in text
+    assert "Fix: set IMAGE_MODEL to a model it offers, such as gpt-image-2" in text
+
+
+async def test_the_message_content_intent_switched_off_in_the_portal_is_a_problem(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    emulator.privileged_intents = Intent(0)
+    code, text = await doctor_in_thread(bot_env)
+    assert code == doctor.EXIT_PROBLEMS
+    assert "the application's Message Content intent is off" in text
+    assert "or set DISCORD_MESSAGE_CONTENT=false" in text
+    code, text = await doctor_in_thread({**bot_env, "DISCORD_MESSAGE_CONTENT": "false"})
+    assert code == 0, text
+
+
+async def test_a_rejected_token_is_a_problem_with_its_fix(emulator: DiscordEmulator, bot_env: dict[str, str]) -> None:
+    code, text = await doctor_in_thread({**bot_env, "DISCORD_TOKEN": "not.the.token"})
+    assert code == doctor.EXIT_PROBLEMS
+    assert "Discord rejected DISCORD_TOKEN" in text and "Reset Token" in text
+    assert "not.the.token" not in text
