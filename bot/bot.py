@@ -24,7 +24,7 @@ from bot.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin")
+EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin", "cogs.transcribe")
 COMMAND_SYNC_KEY = "command_sync_hash"
 
 # What the bot needs in a server: reading and answering, threads for conversations, files for

@@ -1,0 +1,429 @@
+"""Transcription: /transcribe, the Transcribe message command, and voice messages as transcripts or chat turns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.access import parent_id_of, role_ids_of
+from bot.audio import Progress, ProgressCallback, Stage, Transcriber, Transcript, format_duration, upload_stem
+from bot.bot import Bot, describe_error
+from bot.errors import GENERIC_FAILURE, UserError
+from bot.render import MESSAGE_LIMIT, split_message, truncate
+from bot.store import UsageRecord
+from cogs.chat import Asker, Chat
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# The switch in ChannelRecord.settings. The gate reads it from the channel, its parent, the server (which
+# /settings transcription sets), and falls back to AUTO_TRANSCRIBE.
+AUTO_TRANSCRIBE_SETTING = "auto_transcribe"
+# The server recognises the format by the name, and Discord's own voice messages carry this one.
+VOICE_MESSAGE_FILENAME = "voice-message.ogg"
+# Past this many characters a transcript is attached as a .txt file: more than two messages of text is a
+# wall in a channel, and a file is easier to read, search and keep.
+FILE_THRESHOLD = 4000
+PREVIEW_CHARS = 300
+MEDIA_EXTENSIONS = frozenset(
+    {
+        "3g2", "3gp", "aac", "ac3", "aif", "aiff", "amr", "asf", "au", "avi", "caf", "flac", "flv", "m2ts",
+        "m4a", "m4b", "m4v", "mka", "mkv", "mov", "mp2", "mp3", "mp4", "mpeg", "mpg", "mpga", "mts", "oga",
+        "ogg", "opus", "spx", "wav", "weba", "webm", "wma", "wmv",
+    }
+)  # fmt: skip
+# What a voice message gets: an answer in the conversation, or its transcript as a reply.
+VoiceRoute = Literal["turn", "transcript"]
+LANGUAGE_CODE = re.compile(r"^[a-z]{2}$")
+
+
+@dataclass(frozen=True)
+class TranscriptView:
+    """A transcript as Discord messages: the texts to post in order, and a .txt file to attach to the first."""
+
+    messages: list[str]
+    file_name: str | None = None
+    file_text: str | None = None
+
+
+def check_media(filename: str, content_type: str | None, size: int, max_download_mb: int) -> None:
+    """Refuse, before downloading, a file that is empty, too big, or neither audio nor video."""
+    extension = PurePosixPath(filename).suffix.lower().removeprefix(".")
+    kind = (content_type or "").split("/", 1)[0]
+    if kind not in ("audio", "video") and extension not in MEDIA_EXTENSIONS:
+        raise UserError(f"🎞️ **{discord.utils.escape_markdown(filename)}** is not an audio or video file.")
+    if size == 0:
+        raise UserError("That file is empty: there is nothing to transcribe.")
+    if size > max_download_mb * MIB:
+        raise UserError(f"📦 That file is {size / MIB:.1f} MB; I transcribe files up to {max_download_mb} MB.")
+
+
+def check_language(language: str | None) -> str | None:
+    """The language as the API wants it (ISO 639-1, lower case), or None to let the model detect it."""
+    if language is None:
+        return None
+    code = language.strip().lower()
+    if not LANGUAGE_CODE.match(code):
+        raise UserError("🌐 Give the language as a two-letter code, such as `en`, `de` or `ja`.")
+    return code
+
+
+def render_progress(progress: Progress) -> str | None:
+    """The text shown while a transcription runs, or None when there is nothing worth an edit."""
+    length = f"{format_duration(progress.seconds)} of audio" if progress.seconds else "the audio"
+    if progress.stage is Stage.CONVERTING:
+        return f"🎛️ Converting {length}…"
+    if progress.pieces > 1:
+        return f"🎧 Transcribing {length}: piece {progress.piece} of {progress.pieces}…"
+    return None
+
+
+def render_transcript(transcript: Transcript, subject: str, filename: str) -> TranscriptView:
+    """A transcript as messages of at most 2000 characters, or a preview and a .txt file when it is long."""
+    header = f"-# 📝 Transcript of {subject} · {format_duration(transcript.seconds)}"
+    text = transcript.text.strip()
+    if not text:
+        return TranscriptView([f"🔇 I couldn't hear any speech in {subject}."])
+    body = discord.utils.escape_markdown(text)
+    if len(header) + 1 + len(body) <= FILE_THRESHOLD:
+        # Transcripts are mostly one long line: split the body on its own so the header shares its first message.
+        first, *rest = split_message(body, MESSAGE_LIMIT - len(header) - 1)
+        return TranscriptView([f"{header}\n{first}", *rest])
+    preview = discord.utils.escape_markdown(truncate(text, PREVIEW_CHARS))
+    note = f"-# {len(text):,} characters: the whole transcript is attached."
+    return TranscriptView([f"{header}\n{preview}\n{note}"], f"{upload_stem(filename)}-transcript.txt", text)
+
+
+def describe_subject(filename: str, *, voice: bool) -> str:
+    """How a transcript names what it transcribed."""
+    return "this voice message" if voice else f"**{discord.utils.escape_markdown(filename)}**"
+
+
+def media_attachment(message: discord.Message) -> discord.Attachment | None:
+    """The message's voice recording, else its first audio or video attachment."""
+    for attachment in message.attachments:
+        if attachment.is_voice_message():
+            return attachment
+    for attachment in message.attachments:
+        extension = PurePosixPath(attachment.filename).suffix.lower().removeprefix(".")
+        if (attachment.content_type or "").startswith(("audio/", "video/")) or extension in MEDIA_EXTENSIONS:
+            return attachment
+    return None
+
+
+@contextlib.asynccontextmanager
+async def typing_in(channel: discord.abc.Messageable) -> AsyncIterator[None]:
+    """Show the typing indicator while the block runs; a channel that refuses it only loses the indicator."""
+
+    async def type_until_cancelled() -> None:
+        with contextlib.suppress(discord.HTTPException):
+            async with channel.typing():
+                await asyncio.Event().wait()
+
+    task = asyncio.create_task(type_until_cancelled())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class Transcription(commands.Cog):
+    """Audio and video to text, and voice messages in conversations."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self.transcriber = Transcriber(bot.api)
+        # Context menus cannot be declared inside a cog class: they are made here and added to the tree by hand.
+        self.transcribe_menu = app_commands.ContextMenu(name="Transcribe", callback=self.transcribe_message)
+        self.bot.tree.add_command(self.transcribe_menu)
+
+    async def cog_unload(self) -> None:
+        """Take the context menu off the tree with the cog."""
+        self.bot.tree.remove_command(self.transcribe_menu.name, type=self.transcribe_menu.type)
+
+    @app_commands.command(name="transcribe", description="Get the transcript of an audio or video file.")
+    @app_commands.describe(
+        file="The recording: audio or video",
+        language="The spoken language as a two-letter code such as en or de (default: detected)",
+        prompt="Names, terms or context that help with spelling",
+    )
+    async def transcribe(
+        self,
+        interaction: discord.Interaction[Bot],
+        file: discord.Attachment,
+        language: app_commands.Range[str, 2, 8] | None = None,
+        prompt: app_commands.Range[str, 1, 500] | None = None,
+    ) -> None:
+        """Transcribe an uploaded file and post the transcript."""
+        code = check_language(language)
+        await self._answer_with_transcript(interaction, file, language=code, prompt=prompt)
+
+    async def transcribe_message(self, interaction: discord.Interaction[Bot], message: discord.Message) -> None:
+        """Transcribe the voice message, audio or video attached to a message."""
+        attachment = media_attachment(message)
+        if attachment is None:
+            raise UserError("🎞️ That message has no voice message, audio or video file to transcribe.")
+        await self._answer_with_transcript(interaction, attachment)
+
+    @app_commands.command(
+        name="autotranscribe", description="Show or switch automatic transcription of voice messages in this channel."
+    )
+    @app_commands.describe(enabled="Transcribe every voice message posted here (leave out to see the setting)")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_channels=True)
+    async def autotranscribe(self, interaction: discord.Interaction[Bot], enabled: bool | None = None) -> None:
+        """Show, or turn on or off, automatic transcription in this channel or thread."""
+        channel = interaction.channel
+        if channel is None or interaction.guild_id is None:
+            raise UserError("Automatic transcription is set per server channel: use this command in one.")
+        where = "thread" if isinstance(channel, discord.Thread) else "channel"
+        if enabled is None:
+            on = await self.bot.gate.auto_transcribe_here(
+                interaction.guild_id, channel.id, parent_id=parent_id_of(channel)
+            )
+            await interaction.response.send_message(
+                f"🎙️ Automatic transcription is **{'on' if on else 'off'}** in this {where}.", ephemeral=True
+            )
+            return
+        # default_permissions only hides the command by default (admins can grant it to anyone): check again.
+        if not (interaction.permissions.manage_channels or interaction.permissions.manage_guild):
+            raise UserError("🔒 Only members with Manage Channels or Manage Server can change this.")
+        await self.bot.store.update_channel_settings(
+            channel.id, {AUTO_TRANSCRIBE_SETTING: enabled}, guild_id=interaction.guild_id
+        )
+        log.info("User %s set automatic transcription %s in channel %s", interaction.user.id, enabled, channel.id)
+        await interaction.response.send_message(self._autotranscribe_notice(interaction.user, enabled, where))
+
+    def _autotranscribe_notice(self, user: discord.abc.User, enabled: bool, where: str) -> str:
+        if not enabled:
+            return (
+                f"🎙️ {user.mention} turned automatic transcription **off** in this {where}. "
+                "The Transcribe app command still works on any message."
+            )
+        notice = (
+            f"🎙️ {user.mention} turned automatic transcription **on** in this {where}: "
+            "I'll reply to voice messages with their transcript."
+        )
+        if not self.bot.settings.discord_message_content:
+            notice += (
+                "\n-# I run without the Message Content intent, so Discord doesn't show me voice messages; "
+                "use the Transcribe app command on them instead."
+            )
+        return notice
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """A voice message is a chat turn in the bot's conversations, or gets a transcript where that is on."""
+        if message.author.bot or not message.flags.voice:
+            return
+        # Without the Message Content intent Discord sends most messages without their attachments.
+        attachment = media_attachment(message)
+        if attachment is None:
+            return
+        chat = self.bot.get_cog("Chat")
+        route = await self._route_voice_message(message, chat if isinstance(chat, Chat) else None)
+        if route is None:
+            return
+        guild_id = message.guild.id if message.guild else None
+        try:
+            filename = self._checked_filename(attachment)
+            await self._admit(message.author, message.channel, guild_id, attachment)
+        except UserError as refusal:
+            if route == "turn":  # they spoke to the bot: say why it doesn't answer
+                await self._report_voice_failure(message, refusal)
+            else:  # nobody asked; a refusal under every voice message in the channel would be noise
+                log.info("Voice message %s not transcribed automatically: %s", message.id, refusal)
+            return
+        try:
+            async with typing_in(message.channel):
+                transcript = await self._transcribe_attachment(
+                    attachment, filename, message.author.id, guild_id, message.channel
+                )
+            if isinstance(chat, Chat) and route == "turn" and transcript.text.strip():
+                await self._take_turn(chat, message, transcript.text.strip())
+            else:
+                await self._reply_with_transcript(message, transcript)
+        except Exception as error:
+            await self._report_voice_failure(message, error)
+
+    async def _route_voice_message(self, message: discord.Message, chat: Chat | None) -> VoiceRoute | None:
+        """What a voice message gets: a chat answer, a transcript, or (None) nothing."""
+        if message.guild is None:
+            return "turn" if chat else None  # a DM speaks to the bot; the gate decides whether it answers DMs
+        channel_id, parent_id = message.channel.id, parent_id_of(message.channel)
+        if not await self.bot.gate.enabled_here("audio", message.guild.id, channel_id, parent_id=parent_id):
+            return None  # transcription is off here: ignored without a word, as the admins asked
+        if chat and await self._in_conversation(message):
+            return "turn"
+        if await self.bot.gate.auto_transcribe_here(message.guild.id, channel_id, parent_id=parent_id):
+            return "transcript"
+        return None
+
+    async def _in_conversation(self, message: discord.Message) -> bool:
+        """Whether a guild voice message was posted in a conversation thread the bot opened, with chat on there."""
+        channel = message.channel
+        if message.guild is None or not isinstance(channel, discord.Thread):
+            return False
+        if not await self.bot.gate.enabled_here("chat", message.guild.id, channel.id, parent_id=channel.parent_id):
+            return False
+        return (await self.bot.store.get_channel(channel.id)).is_conversation
+
+    async def _take_turn(self, chat: Chat, message: discord.Message, text: str) -> None:
+        """The transcript becomes the speaker's turn; the chat cog screens it like typed text and answers."""
+        guild_id = message.guild.id if message.guild else None
+        try:
+            await chat.screen(message.author, text, message.channel, guild_id=guild_id)
+        except UserError as refusal:
+            await message.reply(str(refusal), mention_author=False)
+            return
+        asker = Asker(message.author.id, message.author.display_name)
+        await chat.answer(message.channel, asker, text, guild_id=guild_id, reply_to=message, spoken=True)
+
+    async def _reply_with_transcript(self, message: discord.Message, transcript: Transcript) -> None:
+        subject = describe_subject(VOICE_MESSAGE_FILENAME, voice=True)
+        view = render_transcript(transcript, subject, VOICE_MESSAGE_FILENAME)
+        first, *rest = view.messages
+        file = _text_file(view)
+        await message.reply(first, mention_author=False, files=[file] if file else [])
+        for chunk in rest:
+            await message.channel.send(chunk)
+
+    async def _report_voice_failure(self, message: discord.Message, error: Exception) -> None:
+        """Say under the voice message why it got no transcript or answer."""
+        text = describe_error(error)
+        if text is None:
+            log.error(
+                "Transcribing voice message %s in channel %s failed", message.id, message.channel.id, exc_info=error
+            )
+            text = GENERIC_FAILURE
+        else:
+            log.info("Voice message %s not transcribed: %s", message.id, error)
+        try:
+            await message.reply(text, mention_author=False)
+        except discord.HTTPException:
+            log.warning("Could not report a failed transcription in channel %s", message.channel.id, exc_info=True)
+
+    async def _answer_with_transcript(
+        self,
+        interaction: discord.Interaction[Bot],
+        attachment: discord.Attachment,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+    ) -> None:
+        """Check, defer, transcribe with progress, and post the transcript as the interaction's answer."""
+        # Checked before deferring, so a refusal is shown only to the member who asked.
+        filename = self._checked_filename(attachment)
+        await self._admit(interaction.user, interaction.channel, interaction.guild_id, attachment)
+        await interaction.response.defer(thinking=True)
+        transcript = await self._transcribe_attachment(
+            attachment,
+            filename,
+            interaction.user.id,
+            interaction.guild_id,
+            interaction.channel,
+            language=language,
+            prompt=prompt,
+            on_progress=_progress_editor(interaction),
+        )
+        view = render_transcript(transcript, describe_subject(filename, voice=attachment.is_voice_message()), filename)
+        first, *rest = view.messages
+        file = _text_file(view)
+        await interaction.edit_original_response(content=first, attachments=[file] if file else [])
+        for chunk in rest:
+            await interaction.followup.send(chunk)
+
+    def _checked_filename(self, attachment: discord.Attachment) -> str:
+        """The name to transcribe the attachment under, once it passed the checks made before downloading."""
+        filename = VOICE_MESSAGE_FILENAME if attachment.is_voice_message() else attachment.filename
+        check_media(filename, attachment.content_type, attachment.size, self.bot.settings.max_download_mb)
+        return filename
+
+    async def _admit(
+        self,
+        user: discord.abc.User,
+        channel: discord.abc.Snowflake | None,
+        guild_id: int | None,
+        attachment: discord.Attachment,
+    ) -> None:
+        """Pass the gate: access, rate and the daily audio budget (by the duration Discord knows, else afterwards)."""
+        await self.bot.gate.admit(
+            "audio",
+            user_id=user.id,
+            role_ids=role_ids_of(user),
+            guild_id=guild_id,
+            channel_id=channel.id if channel else None,
+            parent_id=parent_id_of(channel),
+            audio_seconds=attachment.duration or 0.0,
+        )
+
+    async def _transcribe_attachment(
+        self,
+        attachment: discord.Attachment,
+        filename: str,
+        user_id: int,
+        guild_id: int | None,
+        channel: discord.abc.Snowflake | None,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Transcript:
+        """Download a checked attachment, transcribe it with the model set for the channel, and count the audio."""
+        channel_id = channel.id if channel else None
+        model = await self.bot.gate.model_for("audio", guild_id, channel_id, parent_id=parent_id_of(channel))
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as error:
+            raise UserError("📥 I couldn't download that file from Discord. Please try again.") from error
+        transcript = await self.transcriber.transcribe(
+            data, filename, model=model, language=language, prompt=prompt, on_progress=on_progress
+        )
+        await self.bot.store.record_usage(
+            UsageRecord(
+                feature="audio",
+                model=model,
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                audio_seconds=transcript.seconds,
+            )
+        )
+        log.debug("Transcript of %s: %s", filename, transcript.text)
+        return transcript
+
+
+def _progress_editor(interaction: discord.Interaction[Bot]) -> ProgressCallback:
+    """Show progress in the deferred answer; every step follows a conversion or an upload, so edits stay rare."""
+
+    async def show(progress: Progress) -> None:
+        text = render_progress(progress)
+        if text is not None:
+            with contextlib.suppress(discord.HTTPException):  # progress is a courtesy; the result still comes
+                await interaction.edit_original_response(content=text)
+
+    return show
+
+
+def _text_file(view: TranscriptView) -> discord.File | None:
+    if view.file_name is None or view.file_text is None:
+        return None
+    return discord.File(io.BytesIO(view.file_text.encode()), filename=view.file_name)
+
+
+async def setup(bot: Bot) -> None:
+    """Load the cog."""
+    await bot.add_cog(Transcription(bot))

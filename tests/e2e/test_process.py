@@ -1,0 +1,105 @@
+"""The bot as a process: SIGTERM stops it cleanly, and neither that nor kill -9 loses a conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from tests.e2e.test_chat_flows import open_conversation, sent_messages, speaker, wait_for_answer
+from tests.fakes.discord_emulator import DiscordEmulator
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+LAUNCHER = Path(__file__).with_name("bot_process.py")
+CHAT = "/chat/completions"
+
+
+class BotProcess:
+    """A `python -m bot` process talking to the emulator and the fake OpenAI server."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def stop(self, signum: int) -> tuple[int, str]:
+        """Send a signal; return the exit code and what the process wrote to stderr."""
+        self.process.send_signal(signum)
+        assert self.process.stderr is not None
+        stderr = await asyncio.wait_for(self.process.stderr.read(), 10)
+        return await asyncio.wait_for(self.process.wait(), 10), stderr.decode()
+
+
+@asynccontextmanager
+async def bot_process(emulator: DiscordEmulator, env: dict[str, str]) -> AsyncIterator[BotProcess]:
+    """Start the process and wait until it is connected and its commands are synced."""
+    identifies = len([op for op in emulator.gateway.ops if op == "IDENTIFY"])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LAUNCHER),
+        emulator.api_base,
+        emulator.gateway_url,
+        env={**os.environ, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await emulator.wait_for(
+            lambda: (
+                len([op for op in emulator.gateway.ops if op == "IDENTIFY"]) > identifies
+                and emulator.commands(emulator.guild_id)
+            ),
+            timeout=20,
+            what="the bot process to connect and sync its commands",
+        )
+        await asyncio.sleep(2.5)  # discord.py holds READY back for 2 s after the last GUILD_CREATE
+        yield BotProcess(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def process_env(emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
+    return {
+        "DISCORD_TOKEN": emulator.token,
+        "OPENAI_API_KEY": "sk-test-key",
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        "DISCORD_GUILD_ID": str(emulator.guild_id),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+async def test_sigterm_stops_the_bot_cleanly_and_kill_9_loses_no_finished_turn(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    env = process_env(emulator, fake_openai, tmp_path)
+    fake_openai.queue(CHAT, Reply("First answer."), Reply("Second answer."), Reply("Third answer."))
+
+    async with bot_process(emulator, env) as bot:
+        thread_id = await open_conversation(emulator, emulator.member, "First question")
+        await wait_for_answer(emulator, thread_id, "First answer.")
+        code, stderr = await bot.stop(signal.SIGTERM)
+    assert code == 0
+    assert "Stopping" in stderr and "Traceback" not in stderr
+    assert "sk-test-key" not in stderr and emulator.token not in stderr
+
+    async with bot_process(emulator, env) as bot:
+        await emulator.send_message(thread_id, emulator.member, "Second question")
+        await wait_for_answer(emulator, thread_id, "Second answer.")
+        code, _ = await bot.stop(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+
+    async with bot_process(emulator, env) as bot:
+        await emulator.send_message(thread_id, emulator.member, "Third question")
+        await wait_for_answer(emulator, thread_id, "Third answer.")
+        await bot.stop(signal.SIGTERM)
+    assert sent_messages(fake_openai)[1:] == [
+        ("user", f"{speaker(emulator.member)}: First question"),
+        ("assistant", "First answer."),
+        ("user", f"{speaker(emulator.member)}: Second question"),
+        ("assistant", "Second answer."),
+        ("user", f"{speaker(emulator.member)}: Third question"),
+    ]
