@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+import aiohttp
 import discord
 from dotenv import load_dotenv
 
@@ -20,6 +21,7 @@ log = logging.getLogger("bot")
 
 EXIT_CONFIG = 2
 EXIT_DISCORD_REFUSED = 3
+EXIT_UNREACHABLE = 4
 # SIGTERM must end the process within 10 s (Heroku-style platforms kill it after that).
 SHUTDOWN_TIMEOUT_SECONDS = 8.0
 
@@ -85,6 +87,12 @@ async def run(settings: Settings) -> int:
     except TimeoutError:
         log.error("The bot did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_SECONDS)
         return 1
+    except (aiohttp.ClientError, OSError) as error:
+        log.error(
+            "Could not reach Discord (%s). Check this machine's network connection and firewall, then start again.",
+            type(error).__name__,
+        )
+        return EXIT_UNREACHABLE
     finally:
         stopper.cancel()
         if not bot.is_closed():

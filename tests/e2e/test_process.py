@@ -11,11 +11,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.e2e.test_chat_flows import open_conversation, sent_messages, speaker, wait_for_answer
-from tests.fakes.discord_emulator import DiscordEmulator
+from tests.fakes.discord_emulator import DiscordEmulator, Intent
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 LAUNCHER = Path(__file__).with_name("bot_process.py")
 CHAT = "/chat/completions"
+
+
+async def run_to_exit(*arguments: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run the launcher until it exits by itself; its exit code and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(LAUNCHER), *arguments, env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
 
 
 class BotProcess:
@@ -103,3 +113,25 @@ async def test_sigterm_stops_the_bot_cleanly_and_kill_9_loses_no_finished_turn(
         ("assistant", "Second answer."),
         ("user", f"{speaker(emulator.member)}: Third question"),
     ]
+
+
+async def test_a_refused_message_content_intent_names_the_switch_to_turn_on(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    emulator.privileged_intents = Intent(0)  # the Developer Portal toggle is off
+    env = process_env(emulator, fake_openai, tmp_path)
+    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env)
+    assert code == 3
+    assert "Message Content Intent" in stderr and "DISCORD_MESSAGE_CONTENT=false" in stderr
+    assert f"applications/{emulator.application_id}/bot" in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_an_unreachable_discord_is_said_plainly(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    env = process_env(emulator, fake_openai, tmp_path)
+    code, stderr = await run_to_exit("http://127.0.0.1:9/api/v10", "ws://127.0.0.1:9/", env=env)
+    assert code == 4
+    assert "Could not reach Discord" in stderr
+    assert "Traceback" not in stderr
