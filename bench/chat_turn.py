@@ -24,7 +24,7 @@ from bot.api import ChatRequest, ChatResult, Usage
 from bot.bot import Bot
 from bot.config import Settings
 from bot.store import open_store
-from cogs.chat import Asker, Chat
+from cogs.chat import Chat, UserTurn
 
 HISTORY_SIZES = (10, 1_000, 100_000)
 TURNS_MEASURED = 200
@@ -96,7 +96,7 @@ async def measure(history: int) -> list[float]:
         await store.close()
         seed(Path(folder) / "bench.db", history)
         bot = Bot(Settings.from_env({"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "k", "DATABASE_URL": url}))
-        bot.store = await open_store(url)
+        await bot.open_services()
         bot.api = ZeroLatencyApi()  # type: ignore[assignment]
         chat = Chat(bot)
         chat.throttle.interval = 0  # measure the edits too, not the throttle skipping them
@@ -104,10 +104,10 @@ async def measure(history: int) -> list[float]:
         timings = []
         for i in range(TURNS_MEASURED):
             start = time.perf_counter()
-            await chat.answer(channel, Asker(7, "Ann"), f"question {i}", guild_id=None)  # type: ignore[arg-type]
+            await chat.answer(UserTurn(channel, 7, "Ann", f"question {i}", None))  # type: ignore[arg-type]
             timings.append((time.perf_counter() - start) * 1000)
         assert channel.sent[-1].content.startswith(ANSWER[:50]), "the answer did not arrive"
-        await bot.store.close()
+        await bot.close()
         return timings
 
 

@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 from bot import doctor
 from bot.bot import Bot
 from bot.config import Settings
-from bot.errors import ConfigError
+from bot.errors import ConfigError, StartupError
 
 log = logging.getLogger("bot")
 
@@ -63,8 +63,15 @@ async def run(settings: Settings) -> int:
             runner.result()  # re-raise why the bot stopped on its own
             return 0
         log.info("Stopping…")
-        await asyncio.wait_for(bot.close(), SHUTDOWN_TIMEOUT_SECONDS)
+        try:
+            await asyncio.wait_for(bot.close(), SHUTDOWN_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error("The bot did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_SECONDS)
+            return 1
         return 0
+    except StartupError as error:
+        log.error("%s", error)
+        return EXIT_CONFIG
     except discord.LoginFailure:
         log.error(
             "Discord rejected DISCORD_TOKEN. Copy a fresh token from the Developer Portal "
@@ -84,10 +91,7 @@ async def run(settings: Settings) -> int:
             app,
         )
         return EXIT_DISCORD_REFUSED
-    except TimeoutError:
-        log.error("The bot did not close within %.0f s; exiting anyway", SHUTDOWN_TIMEOUT_SECONDS)
-        return 1
-    except (aiohttp.ClientError, OSError) as error:
+    except (aiohttp.ClientError, TimeoutError) as error:
         log.error(
             "Could not reach Discord (%s). Check this machine's network connection and firewall, then start again.",
             type(error).__name__,

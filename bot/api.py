@@ -10,7 +10,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -80,7 +80,6 @@ class ChatRequest:
     max_completion_tokens: int
     temperature: float | None = None
     safety_identifier: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self, *, stream: bool) -> dict[str, Any]:
         """The request body; temperature only when the user set it (reasoning models accept only the default)."""
@@ -96,7 +95,6 @@ class ChatRequest:
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        body.update(self.extra)
         return body
 
 
@@ -128,19 +126,6 @@ class OpenAIClient:
         if self._api_key:
             text = text.replace(self._api_key, "[redacted]")
         return KEY_PATTERN.sub("[redacted]", text)
-
-    async def complete_chat(self, request: ChatRequest) -> ChatResult:
-        """One chat answer, not streamed."""
-        body = await self.post_json("/chat/completions", request.to_json(stream=False), model=request.model)
-        choice = (body.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        return ChatResult(
-            text=message.get("content") or "",
-            finish_reason=choice.get("finish_reason"),
-            refusal=message.get("refusal"),
-            usage=_parse_usage(body.get("usage")),
-            model=body.get("model"),
-        )
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[tuple[str, ChatResult]]:
         """Stream a chat answer: yields (new text, the result so far) as text arrives, the last with its end.
@@ -254,7 +239,11 @@ class OpenAIClient:
         if error.kind is ApiErrorKind.RATE_LIMITED:
             wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
             return wait if wait <= MAX_RETRY_AFTER_SECONDS else None
-        if error.kind is ApiErrorKind.SERVER_ERROR and error.status in RETRYABLE_STATUSES:
+        if (
+            error.kind is ApiErrorKind.SERVER_ERROR
+            and error.status is not None
+            and (error.status in RETRYABLE_STATUSES or error.status >= 500)
+        ):
             return error.retry_after if error.retry_after is not None else self._backoff(attempt)
         return None
 

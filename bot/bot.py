@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from discord.ext import commands
 from bot.access import Gate
 from bot.api import OpenAIClient
 from bot.config import Settings
-from bot.errors import GENERIC_FAILURE, ApiError, UserError
+from bot.errors import GENERIC_FAILURE, ApiError, StartupError, UserError
 from bot.moderation import Moderator
 from bot.store import Store, open_store
 from bot.tokens import TokenCounter
@@ -28,7 +29,7 @@ EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin", "cogs.transcribe")
 COMMAND_SYNC_KEY = "command_sync_hash"
 
 # What the bot needs in a server: reading and answering, threads for conversations, files for
-# pictures and transcripts, and reactions/embeds for the small touches.
+# pictures and transcripts.
 REQUIRED_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
@@ -36,8 +37,6 @@ REQUIRED_PERMISSIONS = discord.Permissions(
     create_public_threads=True,
     read_message_history=True,
     attach_files=True,
-    embed_links=True,
-    add_reactions=True,
 )
 # Names as the Discord client shows them, for telling people what to grant.
 PERMISSION_NAMES = {
@@ -47,8 +46,6 @@ PERMISSION_NAMES = {
     "create_public_threads": "Create Public Threads",
     "read_message_history": "Read Message History",
     "attach_files": "Attach Files",
-    "embed_links": "Embed Links",
-    "add_reactions": "Add Reactions",
     "manage_messages": "Manage Messages",
     "manage_guild": "Manage Server",
 }
@@ -58,8 +55,6 @@ def build_intents(settings: Settings) -> discord.Intents:
     """Guilds and messages always; the privileged message-content intent when the owner enabled it."""
     intents = discord.Intents.default()
     intents.message_content = settings.discord_message_content
-    intents.members = False
-    intents.presences = False
     return intents
 
 
@@ -90,8 +85,32 @@ class Bot(commands.Bot):
         self.started_at = time.monotonic()
 
     async def setup_hook(self) -> None:
-        """Open the store and the API client, load the cogs, sync commands, log the invite link."""
-        self.store = await open_store(self.settings.database_url)
+        """Open the services, load the cogs, sync commands, log the invite link."""
+        await self.open_services()
+        # tiktoken may try to download its vocabulary: never on the event loop.
+        await asyncio.to_thread(self.tokens.load_vocabulary)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        try:
+            await self.sync_commands()
+        except discord.Forbidden:
+            raise StartupError(
+                f"Discord refused to register commands in DISCORD_GUILD_ID={self.settings.discord_guild_id}: "
+                "invite the bot to that server with the link below (it needs the applications.commands scope), "
+                "or unset DISCORD_GUILD_ID. Invite link: " + self.invite_url(self.application_id or 0)
+            ) from None
+        assert self.application_id is not None  # set by login, before setup_hook
+        log.info("Invite link: %s", self.invite_url(self.application_id))
+
+    async def open_services(self) -> None:
+        """Open the store, the HTTP session and what is built on them: the API client, the gate, moderation."""
+        try:
+            self.store = await open_store(self.settings.database_url)
+        except (OSError, sqlite3.Error, RuntimeError) as error:
+            raise StartupError(
+                f"Could not open the database {self.settings.database_path}: {error}. "
+                "Check DATABASE_URL and that the folder is writable."
+            ) from None
         self.http_session = aiohttp.ClientSession()
         self.api = OpenAIClient(
             self.http_session,
@@ -102,13 +121,6 @@ class Bot(commands.Bot):
         )
         self.gate = Gate(self.store, self.settings)
         self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
-        # tiktoken may try to download its vocabulary: never on the event loop.
-        await asyncio.to_thread(self.tokens.load_vocabulary)
-        for extension in EXTENSIONS:
-            await self.load_extension(extension)
-        await self.sync_commands()
-        assert self.application_id is not None  # set by login, before setup_hook
-        log.info("Invite link: %s", self.invite_url(self.application_id))
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Parse no prefix commands: the bot has slash commands only, and mentions are chat (cogs/chat.py)."""
@@ -178,11 +190,7 @@ class ErrorReportingTree(app_commands.CommandTree["Bot"]):
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         message = describe_error(cause)
         if message is None:
-            if isinstance(cause, app_commands.CommandOnCooldown):
-                message = f"⏳ Slow down: try again in {cause.retry_after:.0f} s."
-            elif isinstance(cause, app_commands.BotMissingPermissions):
-                message = f"🔒 I need these permissions here: {', '.join(cause.missing_permissions)}."
-            elif isinstance(cause, app_commands.CheckFailure):
+            if isinstance(cause, app_commands.CheckFailure):
                 message = "🚫 You can't use this command here."
             else:
                 command = interaction.command.qualified_name if interaction.command else "?"

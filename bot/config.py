@@ -101,6 +101,11 @@ class Settings:
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
 
     @property
+    def max_download_bytes(self) -> int:
+        """MAX_DOWNLOAD_MB in bytes; MB as the OpenAI API counts them (10^6), so limits read alike everywhere."""
+        return self.max_download_mb * 1_000_000
+
+    @property
     def database_path(self) -> Path:
         """The SQLite file named by DATABASE_URL (relative paths are relative to the working directory)."""
         return Path(self.database_url.removeprefix("sqlite:///"))

@@ -22,6 +22,10 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
+class StartupError(Exception):
+    """The bot cannot start for a reason the owner can fix; the message says what and how."""
+
+
 class UserError(Exception):
     """Something the user asked for cannot be done; the message is shown to them as it is."""
 

@@ -191,18 +191,18 @@ def _offered(
 
 def download_limit(settings: Settings) -> int:
     """The largest attachment worth downloading: what the models take, within the bot's download cap."""
-    return min(MAX_PICTURE_BYTES, settings.max_download_mb * MB)
+    return min(MAX_PICTURE_BYTES, settings.max_download_bytes)
 
 
-def input_rules(settings: Settings, *, variation: bool) -> InputRules:
-    """What the endpoint that will get the picture takes; refuses when the configured model edits nothing."""
+def input_rules(settings: Settings, model: str, *, variation: bool) -> InputRules:
+    """What the endpoint that will get the picture takes; refuses when the model edits nothing."""
     if variation and settings.image_variations_endpoint:
         return SQUARE_PNG_INPUT
-    rules = model_family(settings.image_model).edit_input
+    rules = model_family(model).edit_input
     if rules is None:
         raise UserError(
-            f"🖌️ The configured image model (`{settings.image_model}`) cannot edit pictures. "
-            "The bot's owner can set IMAGE_MODEL to a GPT image model."
+            f"🖌️ The image model here (`{model}`) cannot edit pictures. "
+            "An admin can choose a GPT image model with /settings model, or the bot's owner with IMAGE_MODEL."
         )
     return rules
 

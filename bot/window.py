@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,7 +11,6 @@ from bot.tokens import TokenCounter
 
 # Read at most this many turns per request, whatever the budget: it bounds the database read.
 MAX_WINDOW_TURNS = 200
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,8 @@ def turn_to_message(turn: Turn) -> ChatMessage:
     if turn.role == "assistant":
         return ChatMessage("assistant", turn.content)
     spoken = " (voice message)" if turn.spoken else ""
-    # `name` must match ^[a-zA-Z0-9_-]+$: use the id, which also tells apart people with the same display name.
-    name = _NAME_UNSAFE.sub("_", f"user_{turn.author_id}") if turn.author_id else None
+    # `name` must match ^[a-zA-Z0-9_-]+$: the id does, and tells apart people with the same display name.
+    name = f"user_{turn.author_id}" if turn.author_id else None
     return ChatMessage("user", f"{turn.author_name}{spoken}: {turn.content}", name=name)
 
 

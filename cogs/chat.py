@@ -29,7 +29,8 @@ MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
 # Threads the bot opens archive after a day without messages; any new message unarchives them.
 THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
 THREAD_PERMISSIONS = ["send_messages", "create_public_threads", "send_messages_in_threads", "read_message_history"]
-IN_PLACE_PERMISSIONS = ["send_messages_in_threads", "read_message_history"]
+IN_THREAD_PERMISSIONS = ["send_messages_in_threads", "read_message_history"]
+IN_CHANNEL_PERMISSIONS = ["send_messages", "read_message_history"]
 
 NOTE_OMITTED = "Older messages in this conversation were left out to fit the context budget."
 NOTE_LENGTH = "The answer was cut off: it reached the length limit."
@@ -40,11 +41,18 @@ NOT_ALLOWED = "🚫 Only the member who opened this conversation, or members wit
 
 
 @dataclass(frozen=True)
-class Asker:
-    """Who is speaking: a member or user, by id and display name."""
+class UserTurn:
+    """One message to answer: where it was said, by whom, and how to answer it."""
 
-    id: int
-    name: str
+    channel: discord.abc.MessageableChannel
+    author_id: int
+    author_name: str
+    text: str
+    guild_id: int | None
+    reply_to: discord.Message | None = None  # answered as a reply to this message
+    model: str | None = None  # None: the model configured for the channel
+    temperature: float | None = None
+    spoken: bool = False  # transcribed from a voice message
 
 
 def answer_notes(result: ChatResult, *, omitted_older: bool) -> list[str]:
@@ -78,7 +86,8 @@ class Chat(commands.Cog):
         # One lock per channel orders its turns; unused locks vanish with their last waiter.
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    def _lock_for(self, channel_id: int) -> asyncio.Lock:
+    def channel_lock(self, channel_id: int) -> asyncio.Lock:
+        """The lock that orders a channel's turns: hold it from a message's arrival until its answer is stored."""
         lock = self._locks.get(channel_id)
         if lock is None:
             lock = self._locks[channel_id] = asyncio.Lock()
@@ -105,8 +114,10 @@ class Chat(commands.Cog):
             raise UserError("I don't chat in direct messages here. Use /chat in a server channel.")
         if not isinstance(channel, discord.abc.Messageable):
             raise UserError("I can't chat in this kind of channel. Try a text channel or a thread.")
-        opens_thread = isinstance(channel, discord.TextChannel)
-        needed = THREAD_PERMISSIONS if opens_thread else IN_PLACE_PERMISSIONS
+        if isinstance(channel, discord.TextChannel):
+            needed = THREAD_PERMISSIONS
+        else:
+            needed = IN_THREAD_PERMISSIONS if isinstance(channel, discord.Thread) else IN_CHANNEL_PERMISSIONS
         if interaction.guild is not None and (missing := missing_permissions(interaction.app_permissions, needed)):
             raise UserError(f"🔒 I need these permissions in this channel: {', '.join(missing)}.")
         await self.bot.gate.admit(
@@ -129,8 +140,17 @@ class Chat(commands.Cog):
         shown = await interaction.edit_original_response(content=prompt_display(interaction.user, prompt))
         if isinstance(channel, discord.TextChannel):
             channel = await self._open_thread(channel, shown, interaction.user, prompt)
-        asker = Asker(interaction.user.id, interaction.user.display_name)
-        await self.answer(channel, asker, prompt, guild_id=interaction.guild_id, model=model, temperature=temperature)
+        await self.answer(
+            UserTurn(
+                channel,
+                interaction.user.id,
+                interaction.user.display_name,
+                prompt,
+                interaction.guild_id,
+                model=model,
+                temperature=temperature,
+            )
+        )
 
     async def _open_thread(
         self, channel: discord.TextChannel, message: discord.Message, opener: discord.abc.User, prompt: str
@@ -155,11 +175,14 @@ class Chat(commands.Cog):
         channel_id = self._require_channel_id(interaction)
         record = await self.bot.store.get_channel(channel_id)
         self._require_may_change(interaction, record)
-        async with self._lock_for(channel_id):
+        # Deferred first: an answer streaming here holds the lock for longer than Discord's 3 s.
+        await interaction.response.defer(thinking=True)
+        async with self.channel_lock(channel_id):
             forgotten = await self.bot.store.clear_turns(channel_id)
         log.info("User %s reset channel %s (%d turns)", interaction.user.id, channel_id, forgotten)
-        await interaction.response.send_message(
-            f"🧹 {interaction.user.mention} cleared this conversation's history. The next message starts afresh."
+        await interaction.edit_original_response(
+            content=f"🧹 {interaction.user.mention} cleared this conversation's history. "
+            "The next message starts afresh."
         )
 
     @app_commands.command(name="system", description="Show or set the system prompt for this channel or thread.")
@@ -177,7 +200,7 @@ class Chat(commands.Cog):
         channel_id = self._require_channel_id(interaction)
         record = await self.bot.store.get_channel(channel_id)
         if prompt is None and not restore_default:
-            current = await self._system_prompt(record)
+            current = await self._system_prompt(record, parent_id_of(interaction.channel))
             await interaction.response.send_message(
                 f"The system prompt here is:\n>>> {truncate(current, MESSAGE_LIMIT - 40)}", ephemeral=True
             )
@@ -206,12 +229,16 @@ class Chat(commands.Cog):
             return
         raise UserError(NOT_ALLOWED)
 
-    async def _system_prompt(self, record: ChannelRecord) -> str:
-        """The channel's own prompt, else (for a thread) its parent's, else the server-wide default."""
+    async def _system_prompt(self, record: ChannelRecord, parent_id: int | None) -> str:
+        """The channel's own prompt, else (for a thread people opened) its parent's, else the bot's default.
+
+        The bot's own threads copied their channel's prompt when they opened, so later changes there
+        do not reach into conversations already under way.
+        """
         if record.system_prompt:
             return record.system_prompt
-        if record.parent_id is not None and not record.is_conversation:
-            parent = await self.bot.store.get_channel(record.parent_id)
+        if parent_id is not None and not record.is_conversation:
+            parent = await self.bot.store.get_channel(parent_id)
             if parent.system_prompt:
                 return parent.system_prompt
         return self.bot.settings.system_prompt
@@ -227,7 +254,7 @@ class Chat(commands.Cog):
         if not text:
             return  # without the message-content intent, messages not addressed to the bot arrive empty
         # Taken before the first await, so quick messages in one channel keep their order.
-        async with self._lock_for(message.channel.id):
+        async with self.channel_lock(message.channel.id):
             mentioned = self.bot.user is not None and self.bot.user in message.mentions
             in_conversation = (
                 isinstance(message.channel, discord.Thread)
@@ -244,19 +271,33 @@ class Chat(commands.Cog):
                 "chat", guild_id, message.channel.id, parent_id=parent_id_of(message.channel), user_id=message.author.id
             ):
                 return  # chat is off here (or the author is blocked): ignored without a word
-            try:
-                await self.screen(message.author, text, message.channel, guild_id=guild_id)
-            except UserError as refusal:
-                await message.reply(str(refusal), mention_author=False)
+            if not await self.screen_message(message, text):
                 return
-            await self._take_turn(
-                message.channel,
-                Asker(message.author.id, message.author.display_name),
-                text,
-                guild_id=guild_id,
-                # In its own threads the bot just answers; elsewhere it replies to the message it answers.
-                reply_to=None if in_conversation else message,
+            await self.take_turn(
+                UserTurn(
+                    message.channel,
+                    message.author.id,
+                    message.author.display_name,
+                    text,
+                    guild_id,
+                    # In its own threads the bot just answers; elsewhere it replies to the message it answers.
+                    reply_to=None if in_conversation else message,
+                )
             )
+
+    async def screen_message(self, message: discord.Message, text: str) -> bool:
+        """Screen a message's turn; when it is refused (or screening fails), reply saying why and return False."""
+        guild_id = message.guild.id if message.guild else None
+        try:
+            await self.screen(message.author, text, message.channel, guild_id=guild_id)
+        except Exception as error:
+            words = describe_error(error)
+            if words is None:
+                log.exception("Screening message %s failed", message.id)
+                words = GENERIC_FAILURE
+            await message.reply(words, mention_author=False)
+            return False
+        return True
 
     async def screen(
         self,
@@ -284,54 +325,27 @@ class Chat(commands.Cog):
             return content
         return re.sub(rf"<@!?{self.bot.user.id}>", "", content)
 
-    async def answer(
-        self,
-        channel: discord.abc.MessageableChannel,
-        asker: Asker,
-        text: str,
-        *,
-        guild_id: int | None,
-        reply_to: discord.Message | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        spoken: bool = False,
-    ) -> None:
-        """Take one user turn in a channel and stream the model's answer there; turns in a channel run in order.
+    async def answer(self, turn: UserTurn) -> None:
+        """Take one user turn and stream the model's answer into its channel; turns in a channel run in order.
 
         The caller has let the turn through the gate and moderation first (screen(), or /chat's own checks).
         """
-        async with self._lock_for(channel.id):
-            await self._take_turn(
-                channel,
-                asker,
-                text,
-                guild_id=guild_id,
-                reply_to=reply_to,
-                model=model,
-                temperature=temperature,
-                spoken=spoken,
-            )
+        async with self.channel_lock(turn.channel.id):
+            await self.take_turn(turn)
 
-    async def _take_turn(
-        self,
-        channel: discord.abc.MessageableChannel,
-        asker: Asker,
-        text: str,
-        *,
-        guild_id: int | None,
-        reply_to: discord.Message | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        spoken: bool = False,
-    ) -> None:
-        """answer(), with the channel's lock already held."""
-        channel_id = channel.id
-        model = model or await self.bot.gate.model_for("chat", guild_id, channel_id, parent_id=parent_id_of(channel))
-        await self.bot.store.add_turn(channel_id, NewTurn("user", asker.id, asker.name, text, spoken=spoken))
-        reply = StreamingReply(channel, channel_id, self.throttle, reply_to=reply_to)
+    async def take_turn(self, turn: UserTurn) -> None:
+        """answer(), for a caller that already holds the channel's lock (channel_lock)."""
+        channel_id = turn.channel.id
+        model = turn.model or await self.bot.gate.model_for(
+            "chat", turn.guild_id, channel_id, parent_id=parent_id_of(turn.channel)
+        )
+        await self.bot.store.add_turn(
+            channel_id, NewTurn("user", turn.author_id, turn.author_name, turn.text, spoken=turn.spoken)
+        )
+        reply = StreamingReply(turn.channel, channel_id, self.throttle, reply_to=turn.reply_to)
         reply.start_typing()
         try:
-            await self._answer_turn(reply, channel_id, asker, guild_id, model, temperature)
+            await self._answer_turn(reply, turn, model)
         except Exception as error:
             message = describe_error(error)
             if message is None:
@@ -341,18 +355,11 @@ class Chat(commands.Cog):
                 log.warning("Answering in channel %s failed: %s", channel_id, error)
             await _show_failure(reply, message)
 
-    async def _answer_turn(
-        self,
-        reply: StreamingReply,
-        channel_id: int,
-        asker: Asker,
-        guild_id: int | None,
-        model: str,
-        temperature: float | None,
-    ) -> None:
+    async def _answer_turn(self, reply: StreamingReply, turn: UserTurn, model: str) -> None:
+        channel_id, guild_id = turn.channel.id, turn.guild_id
         settings = self.bot.settings
         record = await self.bot.store.get_channel(channel_id)
-        system_prompt = await self._system_prompt(record)
+        system_prompt = await self._system_prompt(record, parent_id_of(turn.channel))
         turns = await self.bot.store.recent_turns(channel_id, MAX_WINDOW_TURNS + 1)
         budget = settings.context_token_budget - settings.max_answer_tokens
         for attempt in range(2):
@@ -367,8 +374,8 @@ class Chat(commands.Cog):
                 model=model,
                 messages=window.messages,
                 max_completion_tokens=settings.max_answer_tokens,
-                temperature=temperature,
-                safety_identifier=safety_identifier(asker.id),
+                temperature=turn.temperature,
+                safety_identifier=safety_identifier(turn.author_id),
             )
             try:
                 # With MODERATE_ANSWERS nothing is shown before moderation has seen the whole answer.
@@ -386,7 +393,7 @@ class Chat(commands.Cog):
             UsageRecord(
                 feature="chat",
                 model=model,
-                user_id=asker.id,
+                user_id=turn.author_id,
                 guild_id=guild_id,
                 channel_id=channel_id,
                 input_tokens=usage.input_tokens if usage else window.input_tokens,
@@ -394,7 +401,7 @@ class Chat(commands.Cog):
             )
         )
         verdict = await self.bot.moderator.check_answer(
-            answer, feature="chat", user_id=asker.id, guild_id=guild_id, channel_id=channel_id
+            answer, feature="chat", user_id=turn.author_id, guild_id=guild_id, channel_id=channel_id
         )
         if verdict.flagged:
             await reply.finish(withheld_note(verdict))

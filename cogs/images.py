@@ -113,11 +113,12 @@ class Images(commands.Cog):
         self, interaction: discord.Interaction[Bot], prompt: str, *, size: str | None, count: int, quality: str | None
     ) -> None:
         """Draw pictures from a prompt."""
+        model = await self._model(interaction)
+        check_prompt(prompt, model)
         await self._admit(interaction, count)
-        check_prompt(prompt, self.bot.settings.image_model)
         await _start_drawing(interaction)
         await self._moderate(interaction, prompt)
-        request = await self._request(interaction, count, size)
+        request = self._request(interaction, model, count, size)
         batch = await generate_images(self.bot.api, request, prompt, quality)
         await self._deliver(interaction, request, batch, f"🎨 {interaction.user.mention} asked for", prompt)
 
@@ -132,18 +133,19 @@ class Images(commands.Cog):
         count: int,
     ) -> None:
         """Change a picture as the prompt says; where the mask is transparent, if there is a mask."""
-        await self._admit(interaction, count)
-        check_prompt(prompt, self.bot.settings.image_model)
-        rules = input_rules(self.bot.settings, variation=False)
+        model = await self._model(interaction)
+        check_prompt(prompt, model)
+        rules = input_rules(self.bot.settings, model, variation=False)
         self._check_attachment("picture", image)
         if mask is not None:
             self._check_attachment("mask", mask)
+        await self._admit(interaction, count)
         await _start_drawing(interaction)
         await self._moderate(interaction, prompt)
         image_data = await _download(image)
         mask_data = await _download(mask) if mask is not None else None
         inputs = await asyncio.to_thread(prepare_edit_inputs, image_data, mask_data, rules)
-        request = await self._request(interaction, count, size)
+        request = self._request(interaction, model, count, size)
         batch = await edit_image(self.bot.api, request, prompt, inputs)
         headline = f"🖌️ {interaction.user.mention} edited a picture"
         await self._deliver(interaction, request, batch, headline, prompt, inputs.notes)
@@ -153,19 +155,21 @@ class Images(commands.Cog):
     ) -> None:
         """Make variations of a picture."""
         settings = self.bot.settings
-        await self._admit(interaction, count)
+        model = await self._model(interaction)
         check_variation_size(settings, size)
-        rules = input_rules(settings, variation=True)
+        rules = input_rules(settings, model, variation=True)
         self._check_attachment("picture", image)
+        await self._admit(interaction, count)
         await _start_drawing(interaction)
         inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
-        request = await self._request(interaction, count, size)
+        request = self._request(interaction, model, count, size)
         batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
         headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
         await self._deliver(interaction, request, batch, headline, None, inputs.notes)
 
     async def _admit(self, interaction: discord.Interaction[Bot], count: int) -> None:
-        """Refuse, before anything is sent, where the bot cannot post pictures or the member may not draw."""
+        """Refuse where the bot cannot post pictures or the member may not draw (and count the request)."""
+        # Called after the input checks, so a bad file does not use up one of the member's requests.
         if interaction.guild is None and not self.bot.settings.allow_dms:
             raise UserError("I don't draw in direct messages here. Use /image in a server channel.")
         if interaction.guild is not None and (
@@ -197,10 +201,13 @@ class Images(commands.Cog):
         limit = download_limit(self.bot.settings)
         check_upload(what, attachment.filename, attachment.content_type, attachment.size, limit)
 
-    async def _request(self, interaction: discord.Interaction[Bot], count: int, size: str | None) -> DrawRequest:
-        model = await self.bot.gate.model_for(
+    async def _model(self, interaction: discord.Interaction[Bot]) -> str:
+        """The image model for this channel (an admin may have chosen one with /settings model)."""
+        return await self.bot.gate.model_for(
             "images", interaction.guild_id, interaction.channel_id, parent_id=parent_id_of(interaction.channel)
         )
+
+    def _request(self, interaction: discord.Interaction[Bot], model: str, count: int, size: str | None) -> DrawRequest:
         return DrawRequest(
             model=model,
             count=count,

@@ -22,11 +22,11 @@ from bot.bot import Bot, describe_error
 from bot.errors import GENERIC_FAILURE, UserError
 from bot.render import MESSAGE_LIMIT, split_message, truncate
 from bot.store import UsageRecord
-from cogs.chat import Asker, Chat
+from cogs.chat import Chat, UserTurn
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
+MB = 1_000_000  # as MAX_DOWNLOAD_MB and the API count them
 # The switch in ChannelRecord.settings. The gate reads it from the channel, its parent, the server (which
 # /settings transcription sets), and falls back to AUTO_TRANSCRIBE.
 AUTO_TRANSCRIBE_SETTING = "auto_transcribe"
@@ -57,7 +57,7 @@ class TranscriptView:
     file_text: str | None = None
 
 
-def check_media(filename: str, content_type: str | None, size: int, max_download_mb: int) -> None:
+def check_media(filename: str, content_type: str | None, size: int, max_download_bytes: int) -> None:
     """Refuse, before downloading, a file that is empty, too big, or neither audio nor video."""
     extension = PurePosixPath(filename).suffix.lower().removeprefix(".")
     kind = (content_type or "").split("/", 1)[0]
@@ -65,8 +65,8 @@ def check_media(filename: str, content_type: str | None, size: int, max_download
         raise UserError(f"🎞️ **{discord.utils.escape_markdown(filename)}** is not an audio or video file.")
     if size == 0:
         raise UserError("That file is empty: there is nothing to transcribe.")
-    if size > max_download_mb * MIB:
-        raise UserError(f"📦 That file is {size / MIB:.1f} MB; I transcribe files up to {max_download_mb} MB.")
+    if size > max_download_bytes:
+        raise UserError(f"📦 That file is {size / MB:.1f} MB; I transcribe files up to {max_download_bytes / MB:g} MB.")
 
 
 def check_language(language: str | None) -> str | None:
@@ -233,8 +233,17 @@ class Transcription(commands.Cog):
         attachment = media_attachment(message)
         if attachment is None:
             return
-        chat = self.bot.get_cog("Chat")
-        route = await self._route_voice_message(message, chat if isinstance(chat, Chat) else None)
+        found = self.bot.get_cog("Chat")
+        chat = found if isinstance(found, Chat) else None
+        # Taken before the first await, as the chat cog does for typed messages: a message sent after
+        # this voice message is answered after it, and the history keeps their order.
+        async with chat.channel_lock(message.channel.id) if chat else contextlib.nullcontext():
+            await self._handle_voice_message(message, attachment, chat)
+
+    async def _handle_voice_message(
+        self, message: discord.Message, attachment: discord.Attachment, chat: Chat | None
+    ) -> None:
+        route = await self._route_voice_message(message, chat)
         if route is None:
             return
         guild_id = message.guild.id if message.guild else None
@@ -252,7 +261,7 @@ class Transcription(commands.Cog):
                 transcript = await self._transcribe_attachment(
                     attachment, filename, message.author.id, guild_id, message.channel
                 )
-            if isinstance(chat, Chat) and route == "turn" and transcript.text.strip():
+            if chat is not None and route == "turn" and transcript.text.strip():
                 await self._take_turn(chat, message, transcript.text.strip())
             else:
                 await self._reply_with_transcript(message, transcript)
@@ -264,7 +273,9 @@ class Transcription(commands.Cog):
         if message.guild is None:
             return "turn" if chat else None  # a DM speaks to the bot; the gate decides whether it answers DMs
         channel_id, parent_id = message.channel.id, parent_id_of(message.channel)
-        if not await self.bot.gate.enabled_here("audio", message.guild.id, channel_id, parent_id=parent_id):
+        if not await self.bot.gate.enabled_here(
+            "audio", message.guild.id, channel_id, parent_id=parent_id, user_id=message.author.id
+        ):
             return None  # transcription is off here: ignored without a word, as the admins asked
         if chat and await self._in_conversation(message):
             return "turn"
@@ -283,14 +294,20 @@ class Transcription(commands.Cog):
 
     async def _take_turn(self, chat: Chat, message: discord.Message, text: str) -> None:
         """The transcript becomes the speaker's turn; the chat cog screens it like typed text and answers."""
-        guild_id = message.guild.id if message.guild else None
-        try:
-            await chat.screen(message.author, text, message.channel, guild_id=guild_id)
-        except UserError as refusal:
-            await message.reply(str(refusal), mention_author=False)
+        if not await chat.screen_message(message, text):
             return
-        asker = Asker(message.author.id, message.author.display_name)
-        await chat.answer(message.channel, asker, text, guild_id=guild_id, reply_to=message, spoken=True)
+        guild_id = message.guild.id if message.guild else None
+        await chat.take_turn(
+            UserTurn(
+                message.channel,
+                message.author.id,
+                message.author.display_name,
+                text,
+                guild_id,
+                reply_to=message,
+                spoken=True,
+            )
+        )
 
     async def _reply_with_transcript(self, message: discord.Message, transcript: Transcript) -> None:
         subject = describe_subject(VOICE_MESSAGE_FILENAME, voice=True)
@@ -349,7 +366,7 @@ class Transcription(commands.Cog):
     def _checked_filename(self, attachment: discord.Attachment) -> str:
         """The name to transcribe the attachment under, once it passed the checks made before downloading."""
         filename = VOICE_MESSAGE_FILENAME if attachment.is_voice_message() else attachment.filename
-        check_media(filename, attachment.content_type, attachment.size, self.bot.settings.max_download_mb)
+        check_media(filename, attachment.content_type, attachment.size, self.bot.settings.max_download_bytes)
         return filename
 
     async def _admit(

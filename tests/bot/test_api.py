@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from bot.api import ChatMessage, ChatRequest, OpenAIClient
+from bot.api import ChatMessage, ChatRequest, ChatResult, OpenAIClient
 from bot.errors import ApiError, ApiErrorKind
 from tests.fakes.openai_server import (
     ApiErrorReply,
@@ -62,6 +62,12 @@ def request(text: str = "Hello", **overrides: object) -> ChatRequest:
     return ChatRequest(**fields)  # type: ignore[arg-type]
 
 
+async def complete(client: OpenAIClient, chat: ChatRequest) -> ChatResult:
+    """The finished result of a streamed answer."""
+    results = [result async for _, result in client.stream_chat(chat)]
+    return results[-1]
+
+
 async def collect(client: OpenAIClient, chat: ChatRequest) -> tuple[list[str], str, str | None]:
     deltas: list[str] = []
     final = None
@@ -73,11 +79,11 @@ async def collect(client: OpenAIClient, chat: ChatRequest) -> tuple[list[str], s
     return deltas, final.text, final.finish_reason
 
 
-async def test_plain_completion_sends_a_spec_valid_body_and_returns_text_and_usage(
+async def test_a_chat_request_sends_a_spec_valid_body_and_returns_text_and_usage(
     client: OpenAIClient, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.queue(CHAT, Reply("Hi there", usage=(12, 3)))
-    result = await client.complete_chat(request(safety_identifier="abc123"))
+    result = await complete(client, request(safety_identifier="abc123"))
     assert result.text == "Hi there"
     assert result.finish_reason == "stop"
     assert (result.usage.input_tokens, result.usage.output_tokens) == (12, 3)  # type: ignore[union-attr]
@@ -91,7 +97,7 @@ async def test_plain_completion_sends_a_spec_valid_body_and_returns_text_and_usa
 
 
 async def test_temperature_is_sent_when_set(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
-    await client.complete_chat(request(temperature=0.7))
+    await complete(client, request(temperature=0.7))
     assert fake_openai.requests_to(CHAT)[0].json["temperature"] == 0.7
 
 
@@ -133,7 +139,7 @@ async def test_retry_after_ms_is_preferred(
     fake_openai.queue(
         CHAT, ApiErrorReply(429, "requests", "rate_limit_exceeded", "slow down", retry_after=3, retry_after_ms=250)
     )
-    await client.complete_chat(request())
+    await complete(client, request())
     assert sleeps.delays == [0.25]
 
 
@@ -142,7 +148,7 @@ async def test_a_long_rate_limit_is_not_waited_out(
 ) -> None:
     fake_openai.queue(CHAT, rate_limited(retry_after=600))
     with pytest.raises(ApiError) as caught:
-        await client.complete_chat(request())
+        await complete(client, request())
     assert caught.value.kind is ApiErrorKind.RATE_LIMITED
     assert caught.value.retry_after == 600
     assert sleeps.delays == []
@@ -166,7 +172,7 @@ async def test_server_errors_back_off_exponentially_with_jitter_then_give_up(
 ) -> None:
     fake_openai.queue(CHAT, server_error(), server_error(), server_error())
     with pytest.raises(ApiError) as caught:
-        await client.complete_chat(request())
+        await complete(client, request())
     assert caught.value.kind is ApiErrorKind.SERVER_ERROR
     assert len(fake_openai.requests_to(CHAT)) == 3  # the first try and two retries
     first, second = sleeps.delays
@@ -175,7 +181,7 @@ async def test_server_errors_back_off_exponentially_with_jitter_then_give_up(
 
 async def test_a_server_error_then_success_succeeds(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
     fake_openai.queue(CHAT, server_error(), Reply("recovered"))
-    assert (await client.complete_chat(request())).text == "recovered"
+    assert (await complete(client, request())).text == "recovered"
 
 
 async def test_a_hanging_server_times_out(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
@@ -229,7 +235,7 @@ async def test_errors_are_classified_by_code_and_type(
 ) -> None:
     fake_openai.queue(CHAT, behaviour)
     with pytest.raises(ApiError) as caught:
-        await client.complete_chat(request())
+        await complete(client, request())
     assert caught.value.kind is kind
     assert len(fake_openai.requests_to(CHAT)) == 1
 
@@ -240,7 +246,7 @@ async def test_an_unreachable_server_is_retried_then_reported(sleeps: SleepRecor
             session, base_url="http://127.0.0.1:9/v1", api_key=KEY, timeout_seconds=2, max_retries=1, sleep=sleeps
         )
         with pytest.raises(ApiError) as caught:
-            await client.complete_chat(request())
+            await complete(client, request())
     assert caught.value.kind is ApiErrorKind.UNREACHABLE
     assert len(sleeps.delays) == 1
 
@@ -263,7 +269,7 @@ async def test_the_key_never_appears_in_errors_or_logs(sleeps: SleepRecorder, ca
         )
         for _ in range(2):
             with pytest.raises(ApiError) as caught:
-                await client.complete_chat(request())
+                await complete(client, request())
             assert secret not in str(caught.value)
             assert secret not in caught.value.detail
             assert secret not in caught.value.user_message()

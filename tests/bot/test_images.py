@@ -131,13 +131,13 @@ def test_configured_qualities_are_offered_in_their_order_without_repeats() -> No
 
 def test_a_model_that_cannot_edit_refuses_edits_and_variations() -> None:
     with pytest.raises(UserError, match=r"`dall-e-3`\) cannot edit pictures"):
-        input_rules(settings(IMAGE_MODEL="dall-e-3"), variation=True)
+        input_rules(settings(IMAGE_MODEL="dall-e-3"), "dall-e-3", variation=True)
 
 
 def test_variations_go_to_the_variations_endpoint_as_square_pngs_when_configured() -> None:
     configured = settings(IMAGE_MODEL="dall-e-3", IMAGE_VARIATIONS_ENDPOINT="true")
-    assert input_rules(configured, variation=True) == SQUARE_PNG_INPUT
-    assert input_rules(settings(), variation=True) == GPT_INPUT
+    assert input_rules(configured, configured.image_model, variation=True) == SQUARE_PNG_INPUT
+    assert input_rules(settings(), "gpt-image-2", variation=True) == GPT_INPUT
 
 
 def test_the_variations_endpoint_refuses_non_square_sizes() -> None:

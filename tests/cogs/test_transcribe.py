@@ -9,7 +9,7 @@ from bot.errors import UserError
 from bot.render import MESSAGE_LIMIT
 from cogs.transcribe import FILE_THRESHOLD, check_language, check_media, render_progress, render_transcript
 
-MIB = 1024 * 1024
+MB = 1_000_000
 
 
 @pytest.mark.parametrize(
@@ -17,7 +17,7 @@ MIB = 1024 * 1024
     [("talk.mp3", "audio/mpeg"), ("clip.MOV", None), ("voice.opus", "application/octet-stream"), ("x", "video/mp4")],
 )
 def test_audio_and_video_pass_by_type_or_extension(filename: str, content_type: str | None) -> None:
-    check_media(filename, content_type, 1000, max_download_mb=100)
+    check_media(filename, content_type, 1000, max_download_bytes=100 * MB)
 
 
 @pytest.mark.parametrize(
@@ -26,17 +26,17 @@ def test_audio_and_video_pass_by_type_or_extension(filename: str, content_type: 
         ("notes.txt", "text/plain; charset=utf-8", 10, "**notes.txt** is not an audio or video file."),
         ("photo.png", "image/png", 10, "**photo.png** is not an audio or video file."),
         ("empty.ogg", "audio/ogg", 0, "That file is empty: there is nothing to transcribe."),
-        ("film.mkv", "video/x-matroska", 131 * MIB, "📦 That file is 131.0 MB; I transcribe files up to 100 MB."),
+        ("film.mkv", "video/x-matroska", 131 * MB, "📦 That file is 131.0 MB; I transcribe files up to 100 MB."),
     ],
 )
 def test_bad_files_are_refused_with_the_reason(filename: str, content_type: str, size: int, refusal: str) -> None:
     with pytest.raises(UserError) as raised:
-        check_media(filename, content_type, size, max_download_mb=100)
+        check_media(filename, content_type, size, max_download_bytes=100 * MB)
     assert refusal in str(raised.value)
 
 
 def test_a_file_of_exactly_the_download_limit_passes() -> None:
-    check_media("long.mp3", "audio/mpeg", 100 * MIB, max_download_mb=100)
+    check_media("long.mp3", "audio/mpeg", 100 * MB, max_download_bytes=100 * MB)
 
 
 @pytest.mark.parametrize(("given", "sent"), [(None, None), ("en", "en"), (" DE ", "de")])

@@ -135,3 +135,15 @@ async def test_an_unreachable_discord_is_said_plainly(
     assert code == 4
     assert "Could not reach Discord" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_a_database_that_cannot_be_opened_is_named_with_the_fix(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the database folder should be")
+    env = {**process_env(emulator, fake_openai, tmp_path), "DATABASE_URL": f"sqlite:///{blocker}/bot.db"}
+    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env)
+    assert code == 2
+    assert "Could not open the database" in stderr and "DATABASE_URL" in stderr
+    assert "Traceback" not in stderr
