@@ -125,8 +125,11 @@ class StreamingReply:
 
     async def finish(self, text: str) -> list[discord.Message]:
         """Show the exact final text at once and return the messages it occupies."""
-        # A pending flush is not cancelled (cancelling a send mid-request could post a message twice);
-        # once finished it does nothing, and the lock orders it before or after this final edit.
+        # A flush still asleep is cancelled; one already showing (its task handle is cleared on waking) is
+        # left to finish, since cancelling a send mid-request could post a message twice. The lock orders it.
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            self._flush_task = None
         self._finished = True
         self._latest = text
         await self._show(intermediate=False)

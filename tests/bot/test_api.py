@@ -179,6 +179,11 @@ async def test_server_errors_back_off_exponentially_with_jitter_then_give_up(
     assert 0.375 <= first <= 0.5 and 0.75 <= second <= 1.0
 
 
+async def test_any_5xx_is_retried(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, ApiErrorReply(529, "server_error", None, "Overloaded"), Reply("recovered"))
+    assert (await complete(client, request())).text == "recovered"
+
+
 async def test_a_server_error_then_success_succeeds(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
     fake_openai.queue(CHAT, server_error(), Reply("recovered"))
     assert (await complete(client, request())).text == "recovered"

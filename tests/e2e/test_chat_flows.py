@@ -414,3 +414,49 @@ async def test_direct_messages_are_conversations_when_allowed(
         await emulator.send_message(dm.id, emulator.member, "second")
         await wait_for_text(emulator, dm.id, "second")
     assert [role for role, _ in sent_messages(fake_openai)] == ["system", "user", "assistant", "user"]
+
+
+async def test_reset_while_an_answer_streams_waits_for_it_and_then_clears(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    slow = "This answer takes a while to stream in, long past Discord's three seconds."
+    fake_openai.queue(CHAT, Reply("Opening."), Reply(slow), Reply("Fresh."))
+    async with run_bot():
+        thread_id = await open_conversation(emulator, emulator.member, "Start")
+        await wait_for_answer(emulator, thread_id, "Opening.")
+        fake_openai.stream_chunk_chars, fake_openai.chunk_delay = 4, 0.2  # about 4 s
+        await emulator.send_message(thread_id, emulator.member, "Go slowly")
+        await emulator.wait_for(lambda: len(fake_openai.requests_to(CHAT)) == 2, what="the slow request")
+        reset = await emulator.invoke_slash(emulator.member, thread_id, "reset")
+        await emulator.wait_for(lambda: reset.original and "cleared" in reset.original.content, timeout=10)
+        fake_openai.chunk_delay = 0
+        await emulator.send_message(thread_id, emulator.member, "After the reset")
+        await wait_for_answer(emulator, thread_id, "Fresh.")
+    assert reset.deferred_at is not None and reset.deferred_at < 1.0
+    assert any(m.content == slow for m in bot_messages(emulator, thread_id))  # the answer in flight finished
+    assert sent_messages(fake_openai)[1:] == [("user", f"{speaker(emulator.member)}: After the reset")]
+
+
+async def test_a_failing_moderation_check_is_answered_not_ignored(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    fake_openai.queue("/moderations", server_error(), server_error(), server_error())
+    async with run_bot(MODERATE_PROMPTS="true"):
+        await emulator.send_message(emulator.random.id, emulator.member, f"{emulator.bot_user.mention} hello")
+        refusal = await wait_for_text(emulator, emulator.random.id, "having trouble")
+    assert fake_openai.requests_to(CHAT) == []  # moderation fails closed
+    assert not refusal.pings
+
+
+async def test_a_thread_people_opened_uses_its_channels_system_prompt(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot():
+        prompt_set = await emulator.invoke_slash(
+            emulator.moderator, emulator.general.id, "system", {"prompt": "Answer in French."}
+        )
+        await prompt_set.wait_done()
+        thread = await emulator.create_thread(emulator.general.id, emulator.member, "People's thread")
+        await emulator.send_message(thread.id, emulator.member, f"{emulator.bot_user.mention} hello")
+        await wait_for_text(emulator, thread.id, "hello")
+    assert sent_messages(fake_openai)[0] == ("system", "Answer in French.")

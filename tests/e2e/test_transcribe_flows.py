@@ -345,3 +345,27 @@ async def test_a_voice_message_in_a_dm_gets_a_note_when_dms_are_off(
 
     assert "direct messages" in note.content
     assert fake_openai.requests == []
+
+
+async def test_a_voice_message_and_a_quick_typed_one_are_answered_in_the_order_sent(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    fake_openai.queue(CHAT, Reply("Hello!"), Reply("About the voice message."), Reply("About the typed one."))
+    fake_openai.queue(TRANSCRIPTIONS, TranscriptReply("First, spoken."))
+    async with run_bot():
+        await emulator.invoke_slash(emulator.member, emulator.general.id, "chat", {"prompt": "Hi"})
+        thread = await emulator.wait_for(lambda: next(iter(emulator.threads(emulator.general.id)), None))
+        await emulator.wait_for(lambda: bot_messages(emulator, thread.id), what="the first answer")
+        await send_voice(emulator, thread.id, emulator.member, seconds=4.0)
+        await emulator.send_message(thread.id, emulator.member, "Second, typed.")
+        await emulator.wait_for(
+            lambda: any(m.content == "About the typed one." for m in bot_messages(emulator, thread.id)),
+            timeout=ANSWER_TIMEOUT,
+            what="both answers",
+        )
+    speaker = emulator.member.global_name or emulator.member.username
+    assert [(m["role"], m["content"]) for m in fake_openai.requests_to(CHAT)[-1].json["messages"][-3:]] == [
+        ("user", f"{speaker} (voice message): First, spoken."),
+        ("assistant", "About the voice message."),
+        ("user", f"{speaker}: Second, typed."),
+    ]

@@ -359,6 +359,22 @@ class DiscordEmulator:
 
     # -- acting as users -------------------------------------------------------------------------
 
+    async def create_thread(self, parent_id: int, owner: EmuUser, name: str) -> EmuChannel:
+        """Open a public thread as `owner` (not the bot) and dispatch THREAD_CREATE."""
+        parent = self.world.channels[parent_id]
+        thread = EmuChannel(
+            self.snowflake(),
+            ChannelType.PUBLIC_THREAD,
+            name,
+            parent.guild_id,
+            parent_id=parent.id,
+            owner_id=owner.id,
+            member_ids={owner.id},
+        )
+        self.world.add_channel(thread)
+        await self.dispatch_thread_create(thread)
+        return thread
+
     async def send_message(
         self,
         channel_id: int,
