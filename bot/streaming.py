@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import discord
 
@@ -59,6 +59,25 @@ class EditThrottle:
         return writes
 
 
+async def keep_typing(channel: discord.abc.Messageable) -> None:
+    """Show the typing indicator until cancelled; a channel that refuses it only loses the indicator."""
+    with contextlib.suppress(discord.HTTPException):
+        async with channel.typing():
+            await asyncio.Event().wait()
+
+
+@contextlib.asynccontextmanager
+async def typing_in(channel: discord.abc.Messageable) -> AsyncIterator[None]:
+    """Show the typing indicator while the block runs."""
+    task = asyncio.create_task(keep_typing(channel))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class StreamingReply:
     """One answer shown in a channel as it grows, as one or more messages of at most 2000 characters.
 
@@ -98,12 +117,7 @@ class StreamingReply:
 
     def start_typing(self) -> None:
         """Show the typing indicator until the first text appears."""
-        self._typing_task = asyncio.create_task(self._type_until_cancelled())
-
-    async def _type_until_cancelled(self) -> None:
-        with contextlib.suppress(discord.HTTPException):
-            async with self._channel.typing():
-                await asyncio.Event().wait()
+        self._typing_task = asyncio.create_task(keep_typing(self._channel))
 
     async def _stop_typing(self) -> None:
         if self._typing_task is not None:

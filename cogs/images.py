@@ -38,9 +38,8 @@ from bot.store import UsageRecord
 
 log = logging.getLogger(__name__)
 
+# At most 4 pictures a command: they all fit one message (Discord takes 10 files per message).
 MAX_PICTURES = 4
-# Discord takes at most 10 files per message.
-FILES_PER_MESSAGE = 10
 DRAWING = "🎨 Drawing… this takes 10 to 60 seconds."
 NEEDED_PERMISSIONS = ["attach_files"]
 # The caption shares Discord's 2000 characters between the prompt, the revised prompt and the notes.
@@ -251,9 +250,7 @@ class Images(commands.Cog):
             for number, picture in enumerate(sent, start=1)
         ]
         content = caption(headline, prompt, batch.revised_prompt, notes)
-        await interaction.edit_original_response(content=content, attachments=files[:FILES_PER_MESSAGE])
-        for start in range(FILES_PER_MESSAGE, len(files), FILES_PER_MESSAGE):
-            await interaction.followup.send(files=files[start : start + FILES_PER_MESSAGE])
+        await interaction.edit_original_response(content=content, attachments=files)
 
 
 async def _start_drawing(interaction: discord.Interaction[Bot]) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
@@ -22,6 +20,7 @@ from bot.bot import Bot, describe_error
 from bot.errors import GENERIC_FAILURE, UserError
 from bot.render import MESSAGE_LIMIT, split_message, truncate
 from bot.store import UsageRecord
+from bot.streaming import typing_in
 from cogs.chat import Chat, UserTurn
 
 log = logging.getLogger(__name__)
@@ -122,32 +121,17 @@ def media_attachment(message: discord.Message) -> discord.Attachment | None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def typing_in(channel: discord.abc.Messageable) -> AsyncIterator[None]:
-    """Show the typing indicator while the block runs; a channel that refuses it only loses the indicator."""
-
-    async def type_until_cancelled() -> None:
-        with contextlib.suppress(discord.HTTPException):
-            async with channel.typing():
-                await asyncio.Event().wait()
-
-    task = asyncio.create_task(type_until_cancelled())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 class Transcription(commands.Cog):
     """Audio and video to text, and voice messages in conversations."""
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
         self.transcriber = Transcriber(bot.api)
-        # Context menus cannot be declared inside a cog class: they are made here and added to the tree by hand.
+        # Context menus cannot be declared inside a cog class: made here, added to the tree in cog_load.
         self.transcribe_menu = app_commands.ContextMenu(name="Transcribe", callback=self.transcribe_message)
+
+    async def cog_load(self) -> None:
+        """Put the context menu on the tree with the cog."""
         self.bot.tree.add_command(self.transcribe_menu)
 
     async def cog_unload(self) -> None:
@@ -164,7 +148,7 @@ class Transcription(commands.Cog):
         self,
         interaction: discord.Interaction[Bot],
         file: discord.Attachment,
-        language: app_commands.Range[str, 2, 8] | None = None,
+        language: app_commands.Range[str, 2, 2] | None = None,
         prompt: app_commands.Range[str, 1, 500] | None = None,
     ) -> None:
         """Transcribe an uploaded file and post the transcript."""
