@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import discord
 import pytest
@@ -14,10 +12,10 @@ from PIL import Image
 
 from bot.api import safety_identifier
 from bot.bot import Bot
-from bot.config import Settings
 from bot.errors import ApiError, ApiErrorKind
 from bot.images import VARIATION_PROMPT
 from cogs.images import DRAWING
+from tests.e2e.conftest import BotRunner
 from tests.fakes.discord_emulator import DiscordEmulator, EmuFile, EmuInteraction, EmuMessage, Perm
 from tests.fakes.openai_server import (
     FakeOpenAI,
@@ -28,11 +26,8 @@ from tests.fakes.openai_server import (
     quota_exhausted,
 )
 
-KEY = "sk-test-key"
 # The fake answers within milliseconds; the bot still has to download, convert and upload.
 ANSWER_TIMEOUT = 10.0
-
-BotStarter = Callable[..., AbstractAsyncContextManager[Bot]]
 
 
 def encode(image: Image.Image, image_format: str) -> bytes:
@@ -52,32 +47,9 @@ def mask(size: tuple[int, int] = (96, 64)) -> EmuFile:
 
 
 @pytest.fixture
-def start_bot(emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path) -> BotStarter:
-    """Run the real bot against the emulator and the fake OpenAI server, with extra settings."""
-
-    @asynccontextmanager
-    async def start(**env: str) -> AsyncIterator[Bot]:
-        settings = Settings.from_env(
-            {
-                "DISCORD_TOKEN": emulator.token,
-                "OPENAI_API_KEY": KEY,
-                "OPENAI_BASE_URL": fake_openai.base_url,
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
-                "DISCORD_GUILD_ID": str(emulator.guild_id),
-                **env,
-            }
-        )
-        bot = Bot(settings)
-        async with emulator.run_client(bot):
-            yield bot
-
-    return start
-
-
-@pytest.fixture
-async def bot(start_bot: BotStarter) -> AsyncIterator[Bot]:
+async def bot(run_bot: BotRunner) -> AsyncIterator[Bot]:
     """The bot with the default image settings (gpt-image-2, variations as edits)."""
-    async with start_bot() as running:
+    async with run_bot() as running:
         yield running
 
 
@@ -187,9 +159,9 @@ async def test_variation_is_an_edit_with_the_image_model_against_openai(
 
 
 async def test_variation_uses_the_servers_variations_endpoint_when_configured(
-    emulator: DiscordEmulator, fake_openai: FakeOpenAI, start_bot: BotStarter
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
 ) -> None:
-    async with start_bot(IMAGE_MODEL="sd-turbo", IMAGE_VARIATIONS_ENDPOINT="true"):
+    async with run_bot(IMAGE_MODEL="sd-turbo", IMAGE_VARIATIONS_ENDPOINT="true"):
         interaction = await image_command(emulator, "variation", image=photo(), size="1024x1024")
         answer = await final_answer(emulator, interaction)
 
@@ -310,9 +282,9 @@ async def test_without_attach_files_the_bot_says_which_permission_it_needs(
 
 
 async def test_a_member_without_the_image_role_is_refused_before_any_api_call(
-    emulator: DiscordEmulator, fake_openai: FakeOpenAI, start_bot: BotStarter
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
 ) -> None:
-    async with start_bot(IMAGES_ROLE_IDS=str(emulator.moderator_role.id)):
+    async with run_bot(IMAGES_ROLE_IDS=str(emulator.moderator_role.id)):
         refused = await image_command(emulator, "generate", prompt="a lighthouse")
         await refused.wait_done()
         allowed = await emulator.invoke_slash(
@@ -325,10 +297,10 @@ async def test_a_member_without_the_image_role_is_refused_before_any_api_call(
 
 
 async def test_a_flagged_prompt_is_refused_before_it_reaches_the_image_model(
-    emulator: DiscordEmulator, fake_openai: FakeOpenAI, start_bot: BotStarter
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
 ) -> None:
     fake_openai.queue("/moderations", ModerationReply(flagged=True, categories=["violence"]))
-    async with start_bot(MODERATE_PROMPTS="true"):
+    async with run_bot(MODERATE_PROMPTS="true"):
         interaction = await image_command(emulator, "generate", prompt="something violent")
         await emulator.wait_for(lambda: interaction.original and interaction.original.content not in ("", DRAWING))
     assert interaction.original is not None and "violence" in interaction.original.content
