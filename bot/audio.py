@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import re
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -193,7 +194,11 @@ def quietest_cut(pcm: bytes | bytearray, start: int, end: int, rate: int) -> int
     return best
 
 
-def inspect_recording(data: bytes, filename: str) -> Recording:
+class ConversionStopped(Exception):
+    """The bot is shutting down: audio work in a worker thread stops at the next packet."""
+
+
+def inspect_recording(data: bytes, filename: str, stopping: threading.Event | None = None) -> Recording:
     """Check that the file has readable audio and measure it; blocking: call it in a worker thread.
 
     Raises UnreadableAudio, NoSoundTrack or AudioTooLong. A file the API takes as it is comes back as
@@ -207,7 +212,7 @@ def inspect_recording(data: bytes, filename: str) -> Recording:
         direct = _direct_format(container, stream)
         if direct is None or len(data) > MAX_UPLOAD_BYTES or not 0 < estimate <= MAX_UPLOAD_SECONDS:
             return Recording(estimate, None)
-        samples, damaged = _count_samples(container, stream)
+        samples, damaged = _count_samples(container, stream, stopping)
     seconds = samples / stream.sample_rate
     if damaged or seconds > MAX_UPLOAD_SECONDS:
         return Recording(seconds, None)  # conversion keeps what decodes and re-measures
@@ -215,7 +220,7 @@ def inspect_recording(data: bytes, filename: str) -> Recording:
     return Recording(seconds, Upload(data, filename, direct.content_type, seconds))
 
 
-def convert_recording(data: bytes, filename: str) -> list[Upload]:
+def convert_recording(data: bytes, filename: str, stopping: threading.Event | None = None) -> list[Upload]:
     """The recording's sound as mono Opus pieces within the API's limits, in order; blocking: use a worker thread.
 
     Video gives its audio track. Raises UnreadableAudio, NoSoundTrack or AudioTooLong.
@@ -226,7 +231,7 @@ def convert_recording(data: bytes, filename: str) -> list[Upload]:
         rate = _output_rate(stream.sample_rate)
         pieces = [
             Upload(piece, name, CONVERTED_FORMAT.content_type, samples / rate)
-            for piece, samples in _encode_pieces(_mono_pcm(container, stream, rate), rate)
+            for piece, samples in _encode_pieces(_mono_pcm(container, stream, rate, stopping), rate)
         ]
     if not pieces:
         raise UnreadableAudio()
@@ -240,6 +245,13 @@ class Transcriber:
         self._api = api
         # Each conversion holds a core and up to ~100 MB; more at once would starve the bot.
         self._conversions = asyncio.Semaphore(max_conversions)
+        # Worker threads cannot be cancelled, and Python waits for them at exit: they check this instead,
+        # so a shutdown in the middle of a long conversion still ends within seconds.
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Make audio work still running in worker threads stop at its next packet."""
+        self._stopping.set()
 
     async def transcribe(
         self,
@@ -254,14 +266,14 @@ class Transcriber:
         """The transcript of an audio or video file; raises UserError for bad input before any API call."""
         if not data:
             raise UserError("That file is empty: there is nothing to transcribe.")
-        recording = await asyncio.to_thread(inspect_recording, data, filename)
+        recording = await asyncio.to_thread(inspect_recording, data, filename, self._stopping)
         if recording.direct_upload is not None:
             uploads = [recording.direct_upload]
         else:
             if on_progress is not None:
                 await on_progress(Progress(Stage.CONVERTING, recording.seconds))
             async with self._conversions:
-                uploads = await asyncio.to_thread(convert_recording, data, filename)
+                uploads = await asyncio.to_thread(convert_recording, data, filename, self._stopping)
         seconds = sum(upload.seconds for upload in uploads)
         texts: list[str] = []
         for number, upload in enumerate(uploads, start=1):
@@ -324,15 +336,18 @@ class _AudioDecoder:
     A damaged packet (or a file cut short) loses only its own moment; the rest is still worth transcribing.
     """
 
-    def __init__(self, container: InputContainer, stream: AudioStream) -> None:
+    def __init__(self, container: InputContainer, stream: AudioStream, stopping: threading.Event | None) -> None:
         self._container = container
         self._stream = stream
+        self._stopping = stopping
         self.damaged = False
 
     def frames(self) -> Iterator[AudioFrame]:
         """The stream's frames, in order."""
         try:
             for packet in self._container.demux(self._stream):
+                if self._stopping is not None and self._stopping.is_set():
+                    raise ConversionStopped()
                 try:
                     yield from packet.decode()
                 except av.FFmpegError:
@@ -341,9 +356,11 @@ class _AudioDecoder:
             self.damaged = True  # the container broke off: keep what was read before
 
 
-def _count_samples(container: InputContainer, stream: AudioStream) -> tuple[int, bool]:
+def _count_samples(
+    container: InputContainer, stream: AudioStream, stopping: threading.Event | None
+) -> tuple[int, bool]:
     """Decode the whole stream: the number of samples per channel, and whether any packet was damaged."""
-    decoder = _AudioDecoder(container, stream)
+    decoder = _AudioDecoder(container, stream, stopping)
     samples = sum(frame.samples for frame in decoder.frames())
     if samples == 0:
         raise UnreadableAudio()
@@ -355,11 +372,13 @@ def _output_rate(source_rate: int) -> int:
     return next((rate for rate in OUTPUT_SAMPLE_RATES if rate >= source_rate), OUTPUT_SAMPLE_RATES[-1])
 
 
-def _mono_pcm(container: InputContainer, stream: AudioStream, rate: int) -> Iterator[bytes]:
+def _mono_pcm(
+    container: InputContainer, stream: AudioStream, rate: int, stopping: threading.Event | None
+) -> Iterator[bytes]:
     """The stream as 16-bit mono PCM at `rate`, in the decoder's chunks; raises AudioTooLong past the limit."""
     resampler = AudioResampler(format="s16", layout="mono", rate=rate)
     total = 0
-    frames = _AudioDecoder(container, stream).frames()
+    frames = _AudioDecoder(container, stream, stopping).frames()
     for frame in itertools.chain(frames, [None]):  # None flushes the resampler
         for mono in resampler.resample(frame):
             total += mono.samples

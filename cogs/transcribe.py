@@ -135,8 +135,9 @@ class Transcription(commands.Cog):
         self.bot.tree.add_command(self.transcribe_menu)
 
     async def cog_unload(self) -> None:
-        """Take the context menu off the tree with the cog."""
+        """Take the context menu off the tree with the cog, and stop audio work still running (the bot is closing)."""
         self.bot.tree.remove_command(self.transcribe_menu.name, type=self.transcribe_menu.type)
+        self.transcriber.stop()
 
     @app_commands.command(name="transcribe", description="Get the transcript of an audio or video file.")
     @app_commands.describe(

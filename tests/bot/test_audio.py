@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import io
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -14,6 +15,7 @@ from bot import audio
 from bot.api import OpenAIClient
 from bot.audio import (
     AudioTooLong,
+    ConversionStopped,
     NoSoundTrack,
     Progress,
     Stage,
@@ -244,3 +246,10 @@ async def test_an_api_error_reaches_the_caller(transcriber: Transcriber, fake_op
     with pytest.raises(ApiError) as raised:
         await transcriber.transcribe(voice_message(1.0), "voice-message.ogg", model=MODEL)
     assert raised.value.kind is ApiErrorKind.QUOTA_EXHAUSTED
+
+
+def test_a_conversion_stops_at_once_when_the_bot_is_closing() -> None:
+    stopping = threading.Event()
+    stopping.set()
+    with pytest.raises(ConversionStopped):
+        convert_recording(wav_file(tone(3.0)), "long.wav", stopping)
