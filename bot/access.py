@@ -169,8 +169,12 @@ class Gate:
         parent_id: int | None = None,
         images: int = 0,
         audio_seconds: float = 0.0,
+        counts_as_request: bool = True,
     ) -> None:
         """Let one request through or raise UserError saying why not; `images`/`audio_seconds`: what it will use.
+
+        `counts_as_request=False` is for the second half of one request already counted (a voice message
+        transcribed, then answered), which should cost one slot of the per-minute limit, not two.
 
         A request that brings use up to a limit is let through; one that would go past it is refused. Token use
         is only known afterwards, so chat is admitted while today's tokens are below the budget.
@@ -188,6 +192,8 @@ class Gate:
         limits = await self.limits_for(guild_id)
         need = images if feature == "images" else audio_seconds / 60 if feature == "audio" else 0
         await self._check_budget(feature, limits, need, user_id=user_id, guild_id=guild_id)
+        if not counts_as_request:
+            return
         # Checked and counted with no await in between, so concurrent requests cannot both take the last slot.
         self._check_rate(limits, user_id, guild_id)
         self._user_rate.add(user_id)

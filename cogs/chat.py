@@ -285,11 +285,26 @@ class Chat(commands.Cog):
                 )
             )
 
-    async def screen_message(self, message: discord.Message, text: str) -> bool:
-        """Screen a message's turn; when it is refused (or screening fails), reply saying why and return False."""
+    async def screen_message(self, message: discord.Message, text: str, *, counts_as_request: bool = True) -> bool:
+        """Let a message's turn through the gate and moderation; if they stop it (or fail), reply why, return False.
+
+        Call before answer(), so nothing is sent to the model for a refused turn.
+        """
+        author, channel = message.author, message.channel
         guild_id = message.guild.id if message.guild else None
         try:
-            await self.screen(message.author, text, message.channel, guild_id=guild_id)
+            await self.bot.gate.admit(
+                "chat",
+                user_id=author.id,
+                role_ids=role_ids_of(author),
+                guild_id=guild_id,
+                channel_id=channel.id,
+                parent_id=parent_id_of(channel),
+                counts_as_request=counts_as_request,
+            )
+            await self.bot.moderator.check_prompt(
+                text, feature="chat", user_id=author.id, guild_id=guild_id, channel_id=channel.id
+            )
         except Exception as error:
             words = describe_error(error)
             if words is None:
@@ -299,27 +314,6 @@ class Chat(commands.Cog):
             return False
         return True
 
-    async def screen(
-        self,
-        author: discord.abc.User,
-        text: str,
-        channel: discord.abc.MessageableChannel,
-        *,
-        guild_id: int | None,
-    ) -> None:
-        """Raise UserError when the gate or moderation stops this turn; call before answer(), so nothing is sent."""
-        await self.bot.gate.admit(
-            "chat",
-            user_id=author.id,
-            role_ids=role_ids_of(author),
-            guild_id=guild_id,
-            channel_id=channel.id,
-            parent_id=parent_id_of(channel),
-        )
-        await self.bot.moderator.check_prompt(
-            text, feature="chat", user_id=author.id, guild_id=guild_id, channel_id=channel.id
-        )
-
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:
             return content
@@ -328,7 +322,7 @@ class Chat(commands.Cog):
     async def answer(self, turn: UserTurn) -> None:
         """Take one user turn and stream the model's answer into its channel; turns in a channel run in order.
 
-        The caller has let the turn through the gate and moderation first (screen(), or /chat's own checks).
+        The caller has let the turn through the gate and moderation first (screen_message(), or /chat's own checks).
         """
         async with self.channel_lock(turn.channel.id):
             await self.take_turn(turn)

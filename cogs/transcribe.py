@@ -279,7 +279,8 @@ class Transcription(commands.Cog):
 
     async def _take_turn(self, chat: Chat, message: discord.Message, text: str) -> None:
         """The transcript becomes the speaker's turn; the chat cog screens it like typed text and answers."""
-        if not await chat.screen_message(message, text):
+        # The voice message was counted as one request when it was let through for transcription.
+        if not await chat.screen_message(message, text, counts_as_request=False):
             return
         guild_id = message.guild.id if message.guild else None
         await chat.take_turn(

@@ -129,6 +129,15 @@ async def test_a_member_may_make_the_requests_per_minute_and_not_one_more(make_g
     await admit(gate, user_id=OTHER_USER)  # another member is not held back
 
 
+async def test_the_second_half_of_a_request_already_counted_takes_no_slot(make_gate: GateFactory) -> None:
+    gate = make_gate(USER_REQUESTS_PER_MINUTE="1", GUILD_REQUESTS_PER_MINUTE="0")
+    await admit(gate, "audio")  # a voice message, let through for transcription
+    await gate.admit(  # ...then answered as a chat turn
+        "chat", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL, counts_as_request=False
+    )
+    assert "you can make 1 requests a minute" in await refusal(gate)  # the next request is the second
+
+
 async def test_the_per_minute_limit_frees_a_slot_when_the_oldest_request_is_a_minute_old(
     make_gate: GateFactory, clock: Clock
 ) -> None:
