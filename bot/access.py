@@ -280,7 +280,7 @@ class Gate:
         wait = self._user_rate.retry_after(user_id, limits.user_requests_per_minute)
         if wait is not None:
             raise UserError(
-                f"⏳ Slow down: you can make {limits.user_requests_per_minute} requests a minute. "
+                f"⏳ Slow down: you can make {_requests(limits.user_requests_per_minute)} a minute. "
                 f"Try again in {max(math.ceil(wait), 1)} s."
             )
         if guild_id is None:
@@ -288,7 +288,7 @@ class Gate:
         wait = self._guild_rate.retry_after(guild_id, limits.guild_requests_per_minute)
         if wait is not None:
             raise UserError(
-                f"⏳ This server has reached its limit of {limits.guild_requests_per_minute} requests a minute. "
+                f"⏳ This server has reached its limit of {_requests(limits.guild_requests_per_minute)} a minute. "
                 f"Try again in {max(math.ceil(wait), 1)} s."
             )
 
@@ -332,3 +332,7 @@ def _amount(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{math.floor(value * 10) / 10:,.1f}"
+
+
+def _requests(count: int) -> str:
+    return f"{count} request" if count == 1 else f"{count} requests"

@@ -135,7 +135,7 @@ async def test_the_second_half_of_a_request_already_counted_takes_no_slot(make_g
     await gate.admit(  # ...then answered as a chat turn
         "chat", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL, counts_as_request=False
     )
-    assert "you can make 1 requests a minute" in await refusal(gate)  # the next request is the second
+    assert "you can make 1 request a minute" in await refusal(gate)  # the next request is the second
 
 
 async def test_the_per_minute_limit_frees_a_slot_when_the_oldest_request_is_a_minute_old(
