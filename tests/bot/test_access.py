@@ -175,7 +175,7 @@ async def test_a_member_idle_past_the_sweep_can_come_back(make_gate: GateFactory
     clock.advance(600)  # the next request sweeps away members idle for over a minute
     await admit(gate, user_id=OTHER_USER)
     await admit(gate, user_id=USER)
-    assert "1 requests a minute" in await refusal(gate, user_id=USER)
+    assert "1 request a minute" in await refusal(gate, user_id=USER)
 
 
 # -- daily budgets --------------------------------------------------------------------------------

@@ -182,4 +182,4 @@ async def test_a_server_can_lower_a_limit_and_is_told_it_cannot_raise_one(
         assert await ephemeral_answer(emulator, lowered) == "✅ Requests a minute, per member: 1."
         await open_conversation(emulator, emulator.member, "one")
         refused = await emulator.invoke_slash(emulator.member, emulator.general.id, "chat", {"prompt": "two"})
-        assert "you can make 1 requests a minute" in await ephemeral_answer(emulator, refused)
+        assert "you can make 1 request a minute" in await ephemeral_answer(emulator, refused)
