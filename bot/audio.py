@@ -40,6 +40,9 @@ MAX_UPLOAD_SECONDS = 1400
 MAX_PIECE_SECONDS = 20 * 60
 # A piece ends at the quietest tenth of a second in its last 30 s, so cuts fall between words.
 CUT_SEARCH_SECONDS = 30
+# Cuts fall at least this long before the piece limit, so the sound that pushed a piece over it starts a
+# piece of at least this length: no sliver of a last piece (the API refuses audio under 0.1 s).
+MIN_LAST_PIECE_SECONDS = 10
 QUIET_BLOCK_SECONDS = 0.1
 # A transcription has to finish while its interaction is open (15 min); three hours is about nine pieces.
 MAX_AUDIO_SECONDS = 3 * 60 * 60
@@ -395,12 +398,14 @@ def _encode_pieces(pcm_chunks: Iterator[bytes], rate: int) -> Iterator[tuple[byt
     """
     limit = MAX_PIECE_SECONDS * rate
     search = CUT_SEARCH_SECONDS * rate
+    # Half the search window at most, so the cut window always lies within what is still held as PCM.
+    margin = min(round(MIN_LAST_PIECE_SECONDS * rate), search // 2)
     writer = _OpusWriter(rate)
     pending = bytearray()
     for chunk in pcm_chunks:
         pending += chunk
         while writer.samples + len(pending) // BYTES_PER_SAMPLE > limit:
-            end = limit - writer.samples
+            end = limit - margin - writer.samples
             cut = quietest_cut(pending, max(0, end - search), end, rate)
             writer.write(pending[: cut * BYTES_PER_SAMPLE])
             del pending[: cut * BYTES_PER_SAMPLE]

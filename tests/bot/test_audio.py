@@ -70,6 +70,7 @@ def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audio, "MAX_UPLOAD_SECONDS", 2)
     monkeypatch.setattr(audio, "MAX_PIECE_SECONDS", 2)
     monkeypatch.setattr(audio, "CUT_SEARCH_SECONDS", 1)
+    monkeypatch.setattr(audio, "MIN_LAST_PIECE_SECONDS", 0)
 
 
 @pytest.mark.parametrize(
@@ -253,3 +254,13 @@ def test_a_conversion_stops_at_once_when_the_bot_is_closing() -> None:
     stopping.set()
     with pytest.raises(ConversionStopped):
         convert_recording(wav_file(tone(3.0)), "long.wav", stopping)
+
+
+def test_a_recording_just_over_the_piece_limit_leaves_no_sliver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio, "MAX_UPLOAD_SECONDS", 2)
+    monkeypatch.setattr(audio, "MAX_PIECE_SECONDS", 2)
+    monkeypatch.setattr(audio, "CUT_SEARCH_SECONDS", 1)
+    monkeypatch.setattr(audio, "MIN_LAST_PIECE_SECONDS", 0.4)
+    pieces = convert_recording(wav_file(tone(4.02)), "steady.wav")  # no pause to cut at: cuts fall early
+    assert all(0.4 <= piece.seconds <= 2 for piece in pieces)
+    assert sum(piece.seconds for piece in pieces) == pytest.approx(4.02, abs=0.05)

@@ -129,6 +129,7 @@ async def test_a_long_recording_shows_its_progress_piece_by_piece(
     monkeypatch.setattr(audio, "MAX_UPLOAD_SECONDS", 2)
     monkeypatch.setattr(audio, "MAX_PIECE_SECONDS", 2)
     monkeypatch.setattr(audio, "CUT_SEARCH_SECONDS", 1)
+    monkeypatch.setattr(audio, "MIN_LAST_PIECE_SECONDS", 0)
     fake_openai.queue(TRANSCRIPTIONS, TranscriptReply("One."), TranscriptReply("Two."), TranscriptReply("Three."))
     async with run_bot():
         interaction = await transcribe_command(emulator, EmuFile("lecture.wav", wav_file(tone(5.0)), "audio/wav"))
