@@ -135,6 +135,19 @@ async def test_edit_sends_the_picture_and_its_mask_and_shows_the_result(
     assert [attachment.filename for attachment in answer.attachments] == ["image-1.png"]
 
 
+async def test_edit_without_a_mask_sends_a_png_as_it_is(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, bot: Bot
+) -> None:
+    picture = EmuFile("drawing.png", encode(Image.new("RGB", (64, 64), (10, 200, 90)), "PNG"), "image/png")
+
+    answer = await final_answer(emulator, await image_command(emulator, "edit", image=picture, prompt="make it blue"))
+
+    sent = fake_openai.requests_to("/images/edits")[0]
+    assert sent.files["image"] == ("image.png", "image/png", picture.data)
+    assert "mask" not in sent.files
+    assert [attachment.filename for attachment in answer.attachments] == ["image-1.png"]
+
+
 async def test_a_mask_of_another_shape_is_refused_in_place_of_the_drawing_state(
     emulator: DiscordEmulator, fake_openai: FakeOpenAI, bot: Bot
 ) -> None:
