@@ -114,6 +114,50 @@ class RateWindow:
         return hits
 
 
+Scope = Literal["user", "guild"]
+
+
+@dataclass(frozen=True)
+class _Spent:
+    """One daily budget that applies to a request, and what the ledger says of it today."""
+
+    scope: Scope
+    key: int
+    limit: int
+    used: float
+    resets_at: datetime
+
+
+@dataclass
+class Admission:
+    """A request the gate let through. Use it as `with await gate.admit(...):` around the API call and the
+    recording of its usage: what it will use is held against the budgets until the block ends."""
+
+    gate: Gate
+    feature: Feature
+    user_id: int
+    guild_id: int | None
+    held: float = 0.0
+
+    def budget_keys(self) -> list[tuple[Scope, int, Feature]]:
+        """The budgets what this request uses counts against."""
+        keys: list[tuple[Scope, int, Feature]] = [("user", self.user_id, self.feature)]
+        if self.guild_id is not None:
+            keys.append(("guild", self.guild_id, self.feature))
+        return keys
+
+    async def hold_at_least(self, amount: float) -> None:
+        """Make sure `amount` in all is held, checking the budgets for what is added (raises UserError)."""
+        if amount > self.held:
+            await self.gate.hold_more(self, amount - self.held)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.gate.release(self)
+
+
 class Gate:
     """Decides whether a request may reach the API: access settings, per-channel toggles, rate limits, budgets.
 
@@ -134,6 +178,8 @@ class Gate:
         self._now = now
         self._user_rate = RateWindow(monotonic)
         self._guild_rate = RateWindow(monotonic)
+        # What admitted requests still in flight will use, per (scope, id, feature): not yet in the ledger.
+        self._held: dict[tuple[Scope, int, Feature], float] = {}
 
     async def enabled_here(
         self,
@@ -170,8 +216,11 @@ class Gate:
         images: int = 0,
         audio_seconds: float = 0.0,
         counts_as_request: bool = True,
-    ) -> None:
+    ) -> Admission:
         """Let one request through or raise UserError saying why not; `images`/`audio_seconds`: what it will use.
+
+        What it will use is held against today's budgets until the returned Admission's `with` block ends (by
+        then it is in the usage ledger), so requests running at the same time cannot share the last of a budget.
 
         `counts_as_request=False` is for the second half of one request already counted (a voice message
         transcribed, then answered), which should cost one slot of the per-minute limit, not two.
@@ -191,14 +240,44 @@ class Gate:
         self._check_roles(feature, set(role_ids), in_guild=guild_id is not None)
         limits = await self.limits_for(guild_id)
         need = images if feature == "images" else audio_seconds / 60 if feature == "audio" else 0
-        await self._check_budget(feature, limits, need, user_id=user_id, guild_id=guild_id)
-        if not counts_as_request:
+        spent = await self._spent_today(feature, limits, user_id=user_id, guild_id=guild_id)
+        # From here no await: budgets and rates are checked, held and counted at once, so requests running
+        # at the same time cannot both take the last of a budget or the last slot of a minute.
+        self._check_budget(feature, spent, need)
+        if counts_as_request:
+            self._check_rate(limits, user_id, guild_id)
+            self._user_rate.add(user_id)
+            if guild_id is not None:
+                self._guild_rate.add(guild_id)
+        admission = Admission(self, feature, user_id, guild_id)
+        self._hold(admission, need)
+        return admission
+
+    async def hold_more(self, admission: Admission, amount: float) -> None:
+        """Check that `amount` more fits today's budgets and hold it too (audio whose length shows once decoded)."""
+        limits = await self.limits_for(admission.guild_id)
+        spent = await self._spent_today(
+            admission.feature, limits, user_id=admission.user_id, guild_id=admission.guild_id
+        )
+        self._check_budget(admission.feature, spent, amount)
+        self._hold(admission, amount)
+
+    def _hold(self, admission: Admission, amount: float) -> None:
+        if amount <= 0:
             return
-        # Checked and counted with no await in between, so concurrent requests cannot both take the last slot.
-        self._check_rate(limits, user_id, guild_id)
-        self._user_rate.add(user_id)
-        if guild_id is not None:
-            self._guild_rate.add(guild_id)
+        for key in admission.budget_keys():
+            self._held[key] = self._held.get(key, 0.0) + amount
+        admission.held += amount
+
+    def release(self, admission: Admission) -> None:
+        """Stop holding what an admitted request would use: it is in the ledger now, or was never spent."""
+        for key in admission.budget_keys():
+            left = self._held.get(key, 0.0) - admission.held
+            if left > 1e-9:
+                self._held[key] = left
+            else:
+                self._held.pop(key, None)
+        admission.held = 0.0
 
     async def limits_for(self, guild_id: int | None) -> Limits:
         """The limits in force in a guild: the bot-wide ones, lowered where the guild's admins set their own."""
@@ -250,31 +329,41 @@ class Gate:
         roles = ", ".join(f"<@&{role_id}>" for role_id in sorted(allowed))
         raise UserError(f"🔒 {FEATURE_NAMES[feature]} needs one of these roles: {roles}.")
 
-    async def _check_budget(
-        self, feature: Feature, limits: Limits, need: float, *, user_id: int, guild_id: int | None
-    ) -> None:
+    async def _spent_today(
+        self, feature: Feature, limits: Limits, *, user_id: int, guild_id: int | None
+    ) -> list[_Spent]:
+        """Today's use from the ledger for each budget that applies (member, and server in a guild)."""
         budget = BUDGETS[feature]
         since = start_of_day(self._now())
-        scopes: list[tuple[str, int, int]] = [("user", user_id, getattr(limits, budget.user_limit))]
+        scopes: list[tuple[Scope, int, int]] = [("user", user_id, getattr(limits, budget.user_limit))]
         if guild_id is not None:
             scopes.append(("guild", guild_id, getattr(limits, budget.guild_limit)))
+        spent = []
         for scope, key, limit in scopes:
             if limit <= 0:
                 continue
             totals = await self._store.usage_total(
                 feature, since, user_id=key if scope == "user" else None, guild_id=key if scope == "guild" else None
             )
-            used = _measure(feature, totals)
-            if used < limit and used + need <= limit:
+            spent.append(_Spent(scope, key, limit, _measure(feature, totals), since + timedelta(days=1)))
+        return spent
+
+    def _check_budget(self, feature: Feature, spent: list[_Spent], need: float) -> None:
+        """Refuse when `need` more would go past a budget, counting what requests in flight hold."""
+        budget = BUDGETS[feature]
+        for item in spent:
+            used = item.used + self._held.get((item.scope, item.key, feature), 0.0)
+            if used < item.limit and used + need <= item.limit:
                 continue
-            who = "You have" if scope == "user" else "This server has"
-            if used < limit:
-                left = _amount(limit - used)
-                words = f"📊 That needs {_amount(need)} {budget.unit}; {who.lower()} {left} of today's {limit:,} left."
+            who = "You have" if item.scope == "user" else "This server has"
+            if used < item.limit:
+                left = _amount(item.limit - used)
+                words = (
+                    f"📊 That needs {_amount(need)} {budget.unit}; {who.lower()} {left} of today's {item.limit:,} left."
+                )
             else:
-                words = f"📊 {who} used today's {budget.noun} allowance ({limit:,} {budget.unit})."
-            reset = since + timedelta(days=1)
-            raise UserError(f"{words} It resets at 00:00 UTC (<t:{int(reset.timestamp())}:R>).")
+                words = f"📊 {who} used today's {budget.noun} allowance ({item.limit:,} {budget.unit})."
+            raise UserError(f"{words} It resets at 00:00 UTC (<t:{int(item.resets_at.timestamp())}:R>).")
 
     def _check_rate(self, limits: Limits, user_id: int, guild_id: int | None) -> None:
         wait = self._user_rate.retry_after(user_id, limits.user_requests_per_minute)

@@ -265,8 +265,13 @@ class Transcriber:
         language: str | None = None,
         prompt: str | None = None,
         on_progress: ProgressCallback | None = None,
+        before_upload: Callable[[float], Awaitable[None]] | None = None,
     ) -> Transcript:
-        """The transcript of an audio or video file; raises UserError for bad input before any API call."""
+        """The transcript of an audio or video file; raises UserError for bad input before any API call.
+
+        `before_upload` is given the recording's length in seconds once it is known, before anything is sent:
+        it may refuse (raise UserError), as the daily audio budget does.
+        """
         if not data:
             raise UserError("That file is empty: there is nothing to transcribe.")
         recording = await asyncio.to_thread(inspect_recording, data, filename, self._stopping)
@@ -278,6 +283,8 @@ class Transcriber:
             async with self._conversions:
                 uploads = await asyncio.to_thread(convert_recording, data, filename, self._stopping)
         seconds = sum(upload.seconds for upload in uploads)
+        if before_upload is not None:
+            await before_upload(seconds)
         texts: list[str] = []
         for number, upload in enumerate(uploads, start=1):
             if on_progress is not None:

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import parent_id_of, role_ids_of
+from bot.access import Admission, parent_id_of, role_ids_of
 from bot.api import safety_identifier
 from bot.bot import Bot, missing_permissions
 from bot.errors import UserError
@@ -114,12 +114,13 @@ class Images(commands.Cog):
         """Draw pictures from a prompt."""
         model = await self._model(interaction)
         check_prompt(prompt, model)
-        await self._admit(interaction, count)
-        await _start_drawing(interaction)
-        await self._moderate(interaction, prompt)
-        request = self._request(interaction, model, count, size)
-        batch = await generate_images(self.bot.api, request, prompt, quality)
-        await self._deliver(interaction, request, batch, f"🎨 {interaction.user.mention} asked for", prompt)
+        # What the pictures will use is held against today's budgets until they are in the ledger.
+        with await self._admit(interaction, count):
+            await _start_drawing(interaction)
+            await self._moderate(interaction, prompt)
+            request = self._request(interaction, model, count, size)
+            batch = await generate_images(self.bot.api, request, prompt, quality)
+            await self._deliver(interaction, request, batch, f"🎨 {interaction.user.mention} asked for", prompt)
 
     async def edit(
         self,
@@ -138,16 +139,17 @@ class Images(commands.Cog):
         self._check_attachment("picture", image)
         if mask is not None:
             self._check_attachment("mask", mask)
-        await self._admit(interaction, count)
-        await _start_drawing(interaction)
-        await self._moderate(interaction, prompt)
-        image_data = await _download(image)
-        mask_data = await _download(mask) if mask is not None else None
-        inputs = await asyncio.to_thread(prepare_edit_inputs, image_data, mask_data, rules)
-        request = self._request(interaction, model, count, size)
-        batch = await edit_image(self.bot.api, request, prompt, inputs)
-        headline = f"🖌️ {interaction.user.mention} edited a picture"
-        await self._deliver(interaction, request, batch, headline, prompt, inputs.notes)
+        # What the pictures will use is held against today's budgets until they are in the ledger.
+        with await self._admit(interaction, count):
+            await _start_drawing(interaction)
+            await self._moderate(interaction, prompt)
+            image_data = await _download(image)
+            mask_data = await _download(mask) if mask is not None else None
+            inputs = await asyncio.to_thread(prepare_edit_inputs, image_data, mask_data, rules)
+            request = self._request(interaction, model, count, size)
+            batch = await edit_image(self.bot.api, request, prompt, inputs)
+            headline = f"🖌️ {interaction.user.mention} edited a picture"
+            await self._deliver(interaction, request, batch, headline, prompt, inputs.notes)
 
     async def variation(
         self, interaction: discord.Interaction[Bot], image: discord.Attachment, *, size: str | None, count: int
@@ -158,15 +160,16 @@ class Images(commands.Cog):
         check_variation_size(settings, size)
         rules = input_rules(settings, model, variation=True)
         self._check_attachment("picture", image)
-        await self._admit(interaction, count)
-        await _start_drawing(interaction)
-        inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
-        request = self._request(interaction, model, count, size)
-        batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
-        headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
-        await self._deliver(interaction, request, batch, headline, None, inputs.notes)
+        # What the pictures will use is held against today's budgets until they are in the ledger.
+        with await self._admit(interaction, count):
+            await _start_drawing(interaction)
+            inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
+            request = self._request(interaction, model, count, size)
+            batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
+            headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
+            await self._deliver(interaction, request, batch, headline, None, inputs.notes)
 
-    async def _admit(self, interaction: discord.Interaction[Bot], count: int) -> None:
+    async def _admit(self, interaction: discord.Interaction[Bot], count: int) -> Admission:
         """Refuse where the bot cannot post pictures or the member may not draw (and count the request)."""
         # Called after the input checks, so a bad file does not use up one of the member's requests.
         if interaction.guild is None and not self.bot.settings.allow_dms:
@@ -175,7 +178,7 @@ class Images(commands.Cog):
             missing := missing_permissions(interaction.app_permissions, NEEDED_PERMISSIONS)
         ):
             raise UserError(f"🔒 I need these permissions in this channel to post pictures: {', '.join(missing)}.")
-        await self.bot.gate.admit(
+        return await self.bot.gate.admit(
             "images",
             user_id=interaction.user.id,
             role_ids=role_ids_of(interaction.user),

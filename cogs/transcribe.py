@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import parent_id_of, role_ids_of
+from bot.access import Admission, parent_id_of, role_ids_of
 from bot.audio import Progress, ProgressCallback, Stage, Transcriber, Transcript, format_duration, upload_stem
 from bot.bot import Bot, describe_error
 from bot.errors import GENERIC_FAILURE, UserError
@@ -234,7 +234,7 @@ class Transcription(commands.Cog):
         guild_id = message.guild.id if message.guild else None
         try:
             filename = self._checked_filename(attachment)
-            await self._admit(message.author, message.channel, guild_id, attachment)
+            admission = await self._admit(message.author, message.channel, guild_id, attachment)
         except UserError as refusal:
             if route == "turn":  # they spoke to the bot: say why it doesn't answer
                 await self._report_voice_failure(message, refusal)
@@ -242,10 +242,11 @@ class Transcription(commands.Cog):
                 log.info("Voice message %s not transcribed automatically: %s", message.id, refusal)
             return
         try:
-            async with typing_in(message.channel):
-                transcript = await self._transcribe_attachment(
-                    attachment, filename, message.author.id, guild_id, message.channel
-                )
+            with admission:
+                async with typing_in(message.channel):
+                    transcript = await self._transcribe_attachment(
+                        attachment, filename, message.author.id, guild_id, message.channel, admission
+                    )
             if chat is not None and route == "turn" and transcript.text.strip():
                 await self._take_turn(chat, message, transcript.text.strip())
             else:
@@ -330,18 +331,19 @@ class Transcription(commands.Cog):
         """Check, defer, transcribe with progress, and post the transcript as the interaction's answer."""
         # Checked before deferring, so a refusal is shown only to the member who asked.
         filename = self._checked_filename(attachment)
-        await self._admit(interaction.user, interaction.channel, interaction.guild_id, attachment)
-        await interaction.response.defer(thinking=True)
-        transcript = await self._transcribe_attachment(
-            attachment,
-            filename,
-            interaction.user.id,
-            interaction.guild_id,
-            interaction.channel,
-            language=language,
-            prompt=prompt,
-            on_progress=_progress_editor(interaction),
-        )
+        with await self._admit(interaction.user, interaction.channel, interaction.guild_id, attachment) as admission:
+            await interaction.response.defer(thinking=True)
+            transcript = await self._transcribe_attachment(
+                attachment,
+                filename,
+                interaction.user.id,
+                interaction.guild_id,
+                interaction.channel,
+                admission,
+                language=language,
+                prompt=prompt,
+                on_progress=_progress_editor(interaction),
+            )
         view = render_transcript(transcript, describe_subject(filename, voice=attachment.is_voice_message()), filename)
         first, *rest = view.messages
         file = _text_file(view)
@@ -361,9 +363,11 @@ class Transcription(commands.Cog):
         channel: discord.abc.Snowflake | None,
         guild_id: int | None,
         attachment: discord.Attachment,
-    ) -> None:
-        """Pass the gate: access, rate and the daily audio budget (by the duration Discord knows, else afterwards)."""
-        await self.bot.gate.admit(
+    ) -> Admission:
+        """Pass the gate: access, rate, and the daily audio budget for the length Discord knows."""
+        # Discord knows the length of voice messages only; other files are checked against the budget once
+        # decoded, before anything is sent (the before_upload hook in _transcribe_attachment).
+        return await self.bot.gate.admit(
             "audio",
             user_id=user.id,
             role_ids=role_ids_of(user),
@@ -380,6 +384,7 @@ class Transcription(commands.Cog):
         user_id: int,
         guild_id: int | None,
         channel: discord.abc.Snowflake | None,
+        admission: Admission,
         *,
         language: str | None = None,
         prompt: str | None = None,
@@ -393,7 +398,13 @@ class Transcription(commands.Cog):
         except discord.HTTPException as error:
             raise UserError("📥 I couldn't download that file from Discord. Please try again.") from error
         transcript = await self.transcriber.transcribe(
-            data, filename, model=model, language=language, prompt=prompt, on_progress=on_progress
+            data,
+            filename,
+            model=model,
+            language=language,
+            prompt=prompt,
+            on_progress=on_progress,
+            before_upload=lambda seconds: admission.hold_at_least(seconds / 60),
         )
         await self.bot.store.record_usage(
             UsageRecord(

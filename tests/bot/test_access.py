@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.access import Feature, Gate, tighter
+from bot.access import Admission, Feature, Gate, tighter
 from bot.config import Settings
 from bot.errors import UserError
 from bot.store import SqliteStore, UsageRecord
@@ -74,7 +74,8 @@ async def admit(
     images: int = 0,
     audio_seconds: float = 0.0,
 ) -> None:
-    await gate.admit(
+    """A request let through and finished (its hold released); the tests record usage themselves."""
+    with await gate.admit(
         feature,
         user_id=user_id,
         role_ids=role_ids,
@@ -83,7 +84,8 @@ async def admit(
         parent_id=parent_id,
         images=images,
         audio_seconds=audio_seconds,
-    )
+    ):
+        pass
 
 
 async def refusal(
@@ -244,6 +246,30 @@ async def test_images_are_admitted_while_the_ones_asked_for_fit_the_budget(
     assert "That needs 3 images; you have 2 of today's 10 left" in await refusal(gate, "images", images=3)
     await store.record_usage(UsageRecord("images", "gpt-image-2", USER, GUILD, CHANNEL, images=2))
     assert "You have used today's image allowance (10 images)" in await refusal(gate, "images", images=1)
+
+
+async def test_requests_in_flight_hold_their_share_of_the_budget(make_gate: GateFactory) -> None:
+    gate = make_gate(USER_DAILY_IMAGES="10", GUILD_DAILY_IMAGES="0", USER_REQUESTS_PER_MINUTE="0")
+
+    def drawing(count: int) -> Awaitable[Admission]:
+        return gate.admit("images", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL, images=count)
+
+    first = await drawing(6)  # still drawing: nothing in the ledger yet
+    assert "That needs 6 images; you have 4 of today's 10 left" in await refusal(gate, "images", images=6)
+    second = await drawing(4)  # the rest of the day's budget
+    assert "used today's image allowance" in await refusal(gate, "images", images=1)
+    gate.release(first)  # the first drawing failed: its six pictures were never made
+    await drawing(6)
+    gate.release(second)
+
+
+async def test_a_length_learned_later_is_checked_against_the_budget(make_gate: GateFactory) -> None:
+    gate = make_gate(USER_DAILY_AUDIO_MINUTES="10")
+    with await gate.admit("audio", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL) as admission:
+        await admission.hold_at_least(8)  # an 8-minute file, measured once decoded
+        with pytest.raises(UserError, match="needs 3 minutes of audio; you have 2 of today's 10 left"):
+            await admission.hold_at_least(11)
+    assert admission.held == 0  # released when the block ended
 
 
 async def test_audio_is_measured_in_minutes(make_gate: GateFactory, store: SqliteStore) -> None:
