@@ -432,6 +432,9 @@ class ImageBatch:
 
     pictures: tuple[Picture, ...]
     revised_prompt: str | None = None
+    # GPT image models bill by tokens as well; the answer's `usage` says how many (absent elsewhere).
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def size(self) -> str:
@@ -448,7 +451,9 @@ def decode_batch(body: dict[str, Any]) -> ImageBatch:
         links = " (only links, which means the server ignored response_format)" if entries else ""
         raise ApiError(ApiErrorKind.SERVER_ERROR, f"the images answer held no pictures{links}")
     revised = next((str(entry["revised_prompt"]) for entry in entries if entry.get("revised_prompt")), None)
-    return ImageBatch(pictures, revised)
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return ImageBatch(pictures, revised, int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
 
 
 def _decode_result(encoded: str) -> Picture:

@@ -236,6 +236,8 @@ class Images(commands.Cog):
                 channel_id=interaction.channel_id,
                 images=len(batch.pictures),
                 image_size=batch.size,
+                input_tokens=batch.input_tokens,
+                output_tokens=batch.output_tokens,
             )
         )
         log.info(

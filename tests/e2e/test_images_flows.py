@@ -69,7 +69,7 @@ async def final_answer(emulator: DiscordEmulator, interaction: EmuInteraction) -
 
 def usage_rows(bot: Bot) -> list[tuple[object, ...]]:
     with sqlite3.connect(bot.settings.database_path) as database:
-        query = "SELECT feature, model, user_id, guild_id, channel_id, images, image_size FROM usage"
+        query = "SELECT feature, model, user_id, guild_id, channel_id, images, image_size, output_tokens > 0 FROM usage"
         return database.execute(query).fetchall()
 
 
@@ -104,8 +104,8 @@ async def test_every_generated_picture_is_counted(emulator: DiscordEmulator, bot
     await final_answer(emulator, await image_command(emulator, "generate", prompt="three cats", count=3))
 
     assert usage_rows(bot) == [
-        ("images", "gpt-image-2", emulator.member.id, emulator.guild_id, emulator.general.id, 3, "1024x1024")
-    ]
+        ("images", "gpt-image-2", emulator.member.id, emulator.guild_id, emulator.general.id, 3, "1024x1024", 1)
+    ]  # with the tokens the API reported, for models priced by tokens
 
 
 async def test_the_models_revised_prompt_is_shown_under_the_prompt(
