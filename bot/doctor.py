@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import sqlite3
 import sys
 import time
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
 from bot.config import Settings
 from bot.errors import ApiError, ApiErrorKind, ConfigError
-from bot.store import SqliteStore, Store
+from bot.store import OutdatedSchema, SqliteStore, Store
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -106,7 +107,7 @@ async def diagnose(settings: Settings, report: Report) -> int:
     """Check the API and Discord; print the invite link; return the exit code."""
     async with aiohttp.ClientSession() as session:
         await check_api(settings, session, report)
-    store = await _open_store(settings)
+    store = await _open_store(settings, report)
     try:
         application_id = await check_discord(settings, Gate(store, settings), report)
     finally:
@@ -120,10 +121,31 @@ async def diagnose(settings: Settings, report: Report) -> int:
     return EXIT_OK
 
 
-async def _open_store(settings: Settings) -> Store:
-    """The bot's database, for the per-server settings; an empty one in memory when the bot has none yet."""
-    if settings.database_path.exists():
-        return await SqliteStore.open(settings.database_path)
+async def _open_store(settings: Settings, report: Report) -> Store:
+    """The bot's database, read-only, for the per-server settings; else an empty one in memory (said why)."""
+    path = settings.database_path
+    report.section(f"Database ({path})")
+    if not path.exists():
+        report.note("It does not exist yet: the bot creates it at its first start.")
+    else:
+        try:
+            store = await SqliteStore.open_read_only(path)
+        except OutdatedSchema as error:
+            if error.found < error.expected:
+                report.note(f"It has {error}: the bot migrates it at its next start.")
+            else:
+                report.problem(
+                    f"It has {error}, written by a newer version of the bot.",
+                    "Run the newer version, or point DATABASE_URL at another file.",
+                )
+        except (sqlite3.Error, OSError) as error:
+            report.problem(
+                f"It cannot be read as a database ({error}).",
+                "Restore it from a backup, or point DATABASE_URL at a new file (the history in it is lost).",
+            )
+        else:
+            report.ok("Readable, with the current schema.")
+            return store
     return await SqliteStore.open(":memory:")
 
 

@@ -7,7 +7,7 @@ satisfy the same protocol without touching them.
 from __future__ import annotations
 
 from bot.store.base import ChannelRecord, NewTurn, Store, Turn, UsageRecord, UsageSum, UsageTotals
-from bot.store.sqlite import SqliteStore
+from bot.store.sqlite import OutdatedSchema, SqliteStore
 
 
 async def open_store(database_url: str) -> Store:
@@ -20,6 +20,7 @@ async def open_store(database_url: str) -> Store:
 __all__ = [
     "ChannelRecord",
     "NewTurn",
+    "OutdatedSchema",
     "SqliteStore",
     "Store",
     "Turn",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -76,6 +77,15 @@ USAGE_SUMS = (
 )
 
 
+class OutdatedSchema(RuntimeError):
+    """The database's schema is not the one this bot writes."""
+
+    def __init__(self, found: int, expected: int) -> None:
+        super().__init__(f"schema version {found}; this bot writes version {expected}")
+        self.found = found
+        self.expected = expected
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -104,6 +114,29 @@ class SqliteStore:
             await connection.close()
             raise
         return cls(connection, clock)
+
+    @classmethod
+    async def open_read_only(cls, path: str | Path) -> SqliteStore:
+        """Open an existing database without changing it (no journal mode, no migration), for inspection.
+
+        Raises sqlite3.Error for a file that is not a readable database, and OutdatedSchema when its schema
+        is not the one this bot writes (the bot migrates it when it starts).
+        """
+        # immutable: even a read-only reader of a WAL database creates -wal and -shm files, which another user
+        # (the doctor run with sudo, say) would leave behind unreadable to the bot. It may miss the last
+        # writes of a bot running meanwhile, which does not matter for inspection.
+        uri = f"file:{quote(Path(path).as_posix())}?mode=ro&immutable=1"
+        connection = await aiosqlite.connect(uri, uri=True)
+        try:
+            cursor = await connection.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            if version != len(MIGRATIONS):
+                raise OutdatedSchema(version, len(MIGRATIONS))
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(connection)
 
     async def close(self) -> None:
         """Close the connection; WAL content is checkpointed by SQLite on the last close."""

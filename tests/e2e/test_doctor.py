@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 from bot import doctor
+from bot.store import SqliteStore
 from tests.fakes.discord_emulator import DiscordEmulator, Intent, Perm
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -65,3 +67,29 @@ async def test_a_rejected_token_is_a_problem_with_its_fix(emulator: DiscordEmula
     assert code == doctor.EXIT_PROBLEMS
     assert "Discord rejected DISCORD_TOKEN" in text and "Reset Token" in text
     assert "not.the.token" not in text
+
+
+async def test_a_damaged_database_is_named_with_the_fix_and_left_untouched(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    path = Path(bot_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    path.write_bytes(b"this is not a database" * 100)
+    code, text = await doctor_in_thread(bot_env)
+    assert code == 1
+    assert "cannot be read as a database" in text and "DATABASE_URL" in text
+    assert "Traceback" not in text
+    assert "Invite link:" in text  # the other checks still ran
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+async def test_the_bots_database_is_read_without_being_changed(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    path = Path(bot_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    store = await SqliteStore.open(path)
+    await store.close()
+    before = sorted(p.name for p in path.parent.iterdir())
+    code, text = await doctor_in_thread(bot_env)
+    assert code == 0, text
+    assert "Readable, with the current schema." in text
+    assert sorted(p.name for p in path.parent.iterdir()) == before  # no -wal or -shm files left behind
