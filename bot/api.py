@@ -29,6 +29,8 @@ RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
 
 Sleep = Callable[[float], Awaitable[None]]
+# What a model name can look like ("gpt-5-mini", "meta-llama/Llama-3.1-8B:free"); anything else is a typo.
+MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
 
 
 def safety_identifier(user_id: int) -> str:

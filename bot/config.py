@@ -264,9 +264,13 @@ class _EnvReader:
             source = raw
         else:
             try:
-                source = Path(raw).read_text(encoding="utf-8")
+                # utf-8-sig: editors on Windows often save JSON with a byte-order mark.
+                source = Path(raw).read_text(encoding="utf-8-sig")
             except OSError as error:
                 self.problem(f"{name} must be a JSON object or the path of a JSON file; {raw!r}: {error.strerror}.")
+                return {}
+            except UnicodeError:
+                self.problem(f"{name}: the file {raw!r} is not UTF-8 text. Save it as UTF-8 JSON.")
                 return {}
         try:
             table = json.loads(source)

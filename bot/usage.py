@@ -128,7 +128,8 @@ def rank_users(rows: Iterable[UsageSum], prices: Mapping[str, ModelPrice]) -> li
     """Users with their rows, the costliest first (by requests when there is no price table)."""
     per_user: defaultdict[int, list[UsageSum]] = defaultdict(list)
     for row in rows:
-        if row.user_id is not None:
+        # Moderation checks are not use a member chose to make: a member with only those is no "top user".
+        if row.user_id is not None and row.feature != "moderation":
             per_user[row.user_id].append(row)
 
     def weight(item: tuple[int, list[UsageSum]]) -> tuple[float, int]:

@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import fields
 from typing import Literal
+from urllib.parse import urlsplit
 
 import discord
 from discord import app_commands
@@ -14,12 +15,12 @@ from discord.ext import commands
 
 from bot import __version__
 from bot.access import FEATURE_NAMES, FEATURES, Feature, parent_id_of, start_of_day, start_of_month, utc_now
+from bot.api import MODEL_NAME
 from bot.bot import Bot
 from bot.config import Limits
 from bot.errors import ApiError, UserError
 from bot.render import MESSAGE_LIMIT, truncate
 from bot.usage import guild_report, own_report
-from cogs.chat import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,13 @@ def describe_limits(limits: Limits) -> str:
     return "\n".join(lines)
 
 
+def api_host(base_url: str) -> str:
+    """The API's host for members to see: no path, and never credentials written into the URL."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or "the API"
+    return host if parts.port is None else f"{host}:{parts.port}"
+
+
 class Admin(commands.Cog):
     """Usage reports, status, and per-server and per-channel settings."""
 
@@ -95,6 +103,8 @@ class Admin(commands.Cog):
     @app_commands.command(name="usage", description="Your use of the bot today and this month (admins: the server's).")
     async def usage(self, interaction: discord.Interaction[Bot]) -> None:
         """Show the member's own use; members with Manage Server also see the server's totals and cost."""
+        # Several sums over the ledger: deferred first, so a busy database cannot outlast Discord's 3 s.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         store, now = self.bot.store, utc_now()
         today, month = start_of_day(now), start_of_month(now)
         limits = await self.bot.gate.limits_for(interaction.guild_id)
@@ -114,7 +124,7 @@ class Admin(commands.Cog):
                 self.bot.settings.prices,
             )
             text += "\n\n" + report
-        await interaction.response.send_message(truncate(text, MESSAGE_LIMIT), ephemeral=True)
+        await interaction.edit_original_response(content=truncate(text, MESSAGE_LIMIT))
 
     @app_commands.command(name="status", description="The bot's models, API latency, uptime and version.")
     async def status(self, interaction: discord.Interaction[Bot]) -> None:
@@ -139,7 +149,7 @@ class Admin(commands.Cog):
             f"**Version** {__version__} · **up** {duration(time.monotonic() - self.bot.started_at)}",
             f"**Models here**: {models}",
             f"**Moderation**: {moderation}",
-            f"**API** ({settings.openai_base_url}): {api}",
+            f"**API** ({api_host(settings.openai_base_url)}): {api}",
             f"**Discord gateway latency**: {gateway}",
         ]
         await interaction.edit_original_response(content="\n".join(lines))

@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import parent_id_of, role_ids_of
-from bot.api import ChatRequest, ChatResult, safety_identifier
+from bot.api import MODEL_NAME, ChatRequest, ChatResult, safety_identifier
 from bot.bot import Bot, describe_error, missing_permissions
 from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, UserError
 from bot.moderation import withheld_note
@@ -25,7 +25,6 @@ from bot.window import MAX_WINDOW_TURNS, build_window
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
 # Threads the bot opens archive after a day without messages; any new message unarchives them.
 THREAD_ARCHIVE_MINUTES: Literal[60, 1440, 4320, 10080] = 1440
 THREAD_PERMISSIONS = ["send_messages", "create_public_threads", "send_messages_in_threads", "read_message_history"]

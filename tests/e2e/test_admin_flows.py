@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import discord
+import pytest
+
 from bot import __version__
 from tests.e2e.conftest import BotRunner
 from tests.e2e.test_chat_flows import CHAT, open_conversation, wait_for_answer, wait_for_text
@@ -108,7 +111,7 @@ async def test_chat_switched_off_in_a_channel_ignores_mentions_and_says_so_to_co
 async def test_usage_shows_what_the_api_reported(
     emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
 ) -> None:
-    fake_openai.queue(CHAT, Reply("One.", usage=(1200, 34)), Reply("Two.", usage=(2000, 66)))
+    fake_openai.queue(CHAT, Reply("One.", usage=(1_200_000, 34_000)), Reply("Two.", usage=(2_000_000, 66_000)))
     prices = '{"gpt-5-mini": {"input": 1.0, "output": 10.0}}'
     async with run_bot(PRICES=prices):
         first = await open_conversation(emulator, emulator.member, "one")
@@ -117,13 +120,26 @@ async def test_usage_shows_what_the_api_reported(
         await wait_for_answer(emulator, second, "Two.")
         mine = await ephemeral_answer(emulator, await emulator.invoke_slash(emulator.member, second, "usage"))
         admins = await ephemeral_answer(emulator, await emulator.invoke_slash(emulator.admin, second, "usage"))
-    assert "**Your use today** (resets at 00:00 UTC): chat 1,234 of 200,000 tokens" in mine
+    assert "**Your use today** (resets at 00:00 UTC): chat 1,234,000 of 200,000 tokens" in mine
     assert "This server" not in mine
-    assert "**This server today**: chat 3,300 of 2,000,000 tokens" in admins
-    # 3,200 input tokens at $1/M and 100 output tokens at $10/M.
-    assert "**Estimated cost**: today < $0.01; this month < $0.01" in admins
-    assert f"1. <@{emulator.admin.id}>: chat 2,066 tokens" in admins
-    assert f"2. <@{emulator.member.id}>: chat 1,234 tokens" in admins
+    assert "**This server today**: chat 3,300,000 of 2,000,000 tokens" in admins
+    # 3,200,000 input tokens at $1/M and 100,000 output tokens at $10/M.
+    assert "**Estimated cost**: today ≈ $4.20; this month ≈ $4.20" in admins
+    assert f"1. <@{emulator.admin.id}>: chat 2,066,000 tokens" in admins and "≈ $2.66" in admins
+    assert f"2. <@{emulator.member.id}>: chat 1,234,000 tokens" in admins and "≈ $1.54" in admins
+
+
+async def test_settings_are_hidden_from_members_without_manage_server(
+    emulator: DiscordEmulator, run_bot: BotRunner
+) -> None:
+    async with run_bot():
+        commands = {c["name"]: c for c in emulator.commands(emulator.guild_id)}
+        with pytest.raises(PermissionError, match="does not see /settings"):
+            await emulator.invoke_slash(emulator.member, emulator.general.id, "settings", {"show": {}})
+        shown = await emulator.invoke_slash(emulator.admin, emulator.general.id, "settings", {"show": {}})
+        text = await ephemeral_answer(emulator, shown)
+    assert int(commands["settings"]["default_member_permissions"]) == discord.Permissions(manage_guild=True).value
+    assert "Limits in this server" in text
 
 
 async def test_status_names_the_models_the_api_latency_and_the_version(
