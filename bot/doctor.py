@@ -105,10 +105,10 @@ def check_configuration(settings: Settings, report: Report) -> None:
 
 async def diagnose(settings: Settings, report: Report) -> int:
     """Check the API and Discord; print the invite link; return the exit code."""
-    async with aiohttp.ClientSession() as session:
-        await check_api(settings, session, report)
     store = await _open_store(settings, report)
     try:
+        async with aiohttp.ClientSession() as session:
+            await check_api(settings, store, session, report)
         application_id = await check_discord(settings, Gate(store, settings), report)
     finally:
         await store.close()
@@ -149,8 +149,8 @@ async def _open_store(settings: Settings, report: Report) -> Store:
     return await SqliteStore.open(":memory:")
 
 
-async def check_api(settings: Settings, session: aiohttp.ClientSession, report: Report) -> None:
-    """Reach the API, list its models, and check every model the bot is configured to use."""
+async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSession, report: Report) -> None:
+    """Reach the API, list its models, and check every model the bot is configured to use, here or by admins."""
     report.section(f"API ({settings.openai_base_url})")
     client = OpenAIClient(
         session,
@@ -168,6 +168,9 @@ async def check_api(settings: Settings, session: aiohttp.ClientSession, report: 
         return
     known = {str(entry.get("id")) for entry in listed.get("data") or [] if isinstance(entry, dict)}
     report.ok(f"GET /models answered in {(time.perf_counter() - started) * 1000:.0f} ms, listing {len(known)} models.")
+    if not known:
+        report.note("The API lists no models, so the configured ones cannot be checked; some servers list none.")
+        return
     configured = [
         ("CHAT_MODEL", settings.chat_model),
         ("IMAGE_MODEL", settings.image_model),
@@ -179,11 +182,22 @@ async def check_api(settings: Settings, session: aiohttp.ClientSession, report: 
         if model in known:
             report.ok(f"{name} {model} is offered.")
         else:
-            suggestions = difflib.get_close_matches(model, sorted(known), n=3, cutoff=0.5) or sorted(known)[:5]
             report.problem(
                 f"{name} {model} is not offered by the API.",
-                f"set {name} to a model it offers, such as {', '.join(suggestions) or '(it lists none)'}.",
+                f"set {name} to a model it offers, such as {_offered_like(model, known)}.",
             )
+    for feature, model in await store.chosen_models():
+        if model not in known:
+            report.problem(
+                f"The {feature} model {model}, chosen for a server or channel with /settings model, is not offered.",
+                f"choose another with /settings model (such as {_offered_like(model, known)}), or leave model "
+                "out there to go back to the default.",
+            )
+
+
+def _offered_like(model: str, known: set[str]) -> str:
+    """Offered models with names close to `model`, else the first few offered."""
+    return ", ".join(difflib.get_close_matches(model, sorted(known), n=3, cutoff=0.5) or sorted(known)[:5])
 
 
 def _api_failure(error: ApiError) -> tuple[str, str]:

@@ -136,6 +136,9 @@ class Store(Protocol):
     async def usage_by_user(self, guild_id: int, since: datetime) -> list[UsageSum]:
         """Use in a guild since `since` per user, feature, model and image size."""
 
+    async def chosen_models(self) -> list[tuple[str, str]]:
+        """(feature, model) for every model admins chose for a server or channel with /settings model."""
+
     async def get_guild_settings(self, guild_id: int) -> dict[str, object]:
         """A guild's settings as /settings stored them (empty when none were changed)."""
 

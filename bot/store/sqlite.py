@@ -312,6 +312,15 @@ class SqliteStore:
             for row in await cursor.fetchall()
         ]
 
+    async def chosen_models(self) -> list[tuple[str, str]]:
+        """(feature, model) for every model admins chose for a server or channel with /settings model."""
+        cursor = await self._db.execute(
+            "SELECT m.key, m.value FROM guild_settings, json_each(guild_settings.settings, '$.models') AS m"
+            " UNION SELECT m.key, m.value FROM channels, json_each(channels.settings, '$.models') AS m"
+            " ORDER BY 1, 2"
+        )
+        return [(str(feature), str(model)) for feature, model in await cursor.fetchall() if model]
+
     async def get_guild_settings(self, guild_id: int) -> dict[str, object]:
         """A guild's settings as /settings stored them (empty when none were changed)."""
         cursor = await self._db.execute("SELECT settings FROM guild_settings WHERE guild_id = ?", (guild_id,))

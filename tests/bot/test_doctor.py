@@ -13,21 +13,28 @@ import discord
 from bot import doctor
 from bot.config import Settings
 from bot.doctor import Report, base_permissions, channel_permissions, check_api
+from bot.store import SqliteStore
 from tests.fakes.openai_server import ApiErrorReply, FakeOpenAI
 
 PROJECT_ROOT = Path(__file__).parents[2]
 GUILD, BOT, ROLE, OTHER_ROLE = 100, 200, 300, 301
 
 
-async def api_report(fake_openai: FakeOpenAI, **env: str) -> tuple[int, str]:
-    """Run the API checks; return the number of problems and the printed text."""
+async def api_report(
+    fake_openai: FakeOpenAI, *, chosen: dict[int, dict[str, str]] | None = None, **env: str
+) -> tuple[int, str]:
+    """Run the API checks (with `chosen`: guild id → models admins chose); the problems and the printed text."""
     settings = Settings.from_env(
         {"DISCORD_TOKEN": "t", "OPENAI_API_KEY": "sk-test-key", "OPENAI_BASE_URL": fake_openai.base_url, **env}
     )
     out = io.StringIO()
     report = Report(out)
+    store = await SqliteStore.open(":memory:")
+    for guild_id, models in (chosen or {}).items():
+        await store.update_guild_settings(guild_id, {"models": models})
     async with aiohttp.ClientSession() as session:
-        await check_api(settings, session, report)
+        await check_api(settings, store, session, report)
+    await store.close()
     return report.problems, out.getvalue()
 
 
@@ -51,6 +58,20 @@ async def test_the_moderation_model_is_checked_when_moderation_is_on(fake_openai
     problems, text = await api_report(fake_openai, MODERATE_ANSWERS="true")
     assert problems == 1
     assert "MODERATION_MODEL omni-moderation-latest is not offered" in text
+
+
+async def test_models_admins_chose_are_checked_too(fake_openai: FakeOpenAI) -> None:
+    problems, text = await api_report(fake_openai, chosen={GUILD: {"chat": "gpt-5", "images": "gpt-image-9"}})
+    assert problems == 1
+    assert "The images model gpt-image-9, chosen for a server or channel with /settings model, is not offered" in text
+    assert "Fix: choose another with /settings model (such as gpt-image-2" in text
+
+
+async def test_an_api_that_lists_no_models_is_a_note_not_a_problem(fake_openai: FakeOpenAI) -> None:
+    fake_openai.models.clear()
+    problems, text = await api_report(fake_openai)
+    assert problems == 0
+    assert "The API lists no models" in text
 
 
 async def test_a_rejected_key_is_named_without_printing_it(fake_openai: FakeOpenAI) -> None:
