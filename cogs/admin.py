@@ -80,6 +80,11 @@ def describe_limits(limits: Limits) -> str:
     return "\n".join(lines)
 
 
+# The channels whose settings can differ from the server's: a thread follows its channel unless set itself.
+# Not forums: discord.py offers them together with media channels, a type Discord's API spec does not list.
+SettingsChannel = discord.TextChannel | discord.VoiceChannel | discord.StageChannel | discord.Thread
+
+
 def api_host(base_url: str) -> str:
     """The API's host for members to see: no path, and never credentials written into the URL."""
     parts = urlsplit(base_url)
@@ -157,12 +162,12 @@ class Admin(commands.Cog):
     @settings_group.command(name="show", description="Show the settings in force for this server and a channel.")
     @app_commands.describe(channel="The channel to show (default: this one)")
     async def settings_show(
-        self, interaction: discord.Interaction[Bot], channel: discord.TextChannel | None = None
+        self, interaction: discord.Interaction[Bot], channel: SettingsChannel | None = None
     ) -> None:
         """Show the server's effective settings and a channel's, with what is overridden there."""
         guild_id = require_manager(interaction)
         channel_id = channel.id if channel else interaction.channel_id
-        parent_id = None if channel else parent_id_of(interaction.channel)
+        parent_id = parent_id_of(channel or interaction.channel)
         sections = []
         for title, where, parent in (("This server", None, None), (f"<#{channel_id}>", channel_id, parent_id)):
             switches = []
@@ -191,7 +196,7 @@ class Admin(commands.Cog):
         interaction: discord.Interaction[Bot],
         feature: str,
         state: Switch,
-        channel: discord.TextChannel | None = None,
+        channel: SettingsChannel | None = None,
     ) -> None:
         """Switch a feature for the server or one channel (and its threads)."""
         name = FEATURE_NAMES[_feature(feature)]
@@ -209,7 +214,7 @@ class Admin(commands.Cog):
         interaction: discord.Interaction[Bot],
         feature: str,
         model: app_commands.Range[str, 1, 100] | None = None,
-        channel: discord.TextChannel | None = None,
+        channel: SettingsChannel | None = None,
     ) -> None:
         """Set (or reset) the model for a feature, after checking the API offers it."""
         require_manager(interaction)
@@ -227,7 +232,7 @@ class Admin(commands.Cog):
         channel="Only in this channel (default: the whole server)",
     )
     async def settings_transcription(
-        self, interaction: discord.Interaction[Bot], state: Switch, channel: discord.TextChannel | None = None
+        self, interaction: discord.Interaction[Bot], state: Switch, channel: SettingsChannel | None = None
     ) -> None:
         """Switch automatic transcription of voice messages for the server or one channel."""
         await self._change(
@@ -269,7 +274,7 @@ class Admin(commands.Cog):
         self,
         interaction: discord.Interaction[Bot],
         changes: dict[str, object],
-        channel: discord.TextChannel | None,
+        channel: SettingsChannel | None,
         summary: str,
     ) -> None:
         """Store a change for the guild or a channel and confirm it; it takes effect with the next request."""
