@@ -27,6 +27,7 @@ EXIT_CONFIG = 2
 # Doctor waits less than the bot would: a check that hangs is a finding in itself.
 API_TIMEOUT_SECONDS = 30.0
 DISCORD_TIMEOUT_SECONDS = 60.0
+GUILD_TIMEOUT_SECONDS = 20.0
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 # Text and announcement channels: where members talk to the bot.
@@ -229,7 +230,9 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
             application: Json = dict(await http.application_info())
             application_id = int(application["id"])
             _check_intent(settings, int(application.get("flags") or 0), application_id, report)
-            await _check_guilds(settings, gate, http, int(me["id"]), report)
+            guilds = await _all_guilds(http)
+        # Each server has a time limit of its own, so a bot in hundreds of servers is checked to the end.
+        await _check_guilds(settings, gate, http, guilds, int(me["id"]), report)
     except discord.LoginFailure:
         report.problem(
             "Discord rejected DISCORD_TOKEN.",
@@ -248,8 +251,9 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
     return application_id
 
 
-async def _check_guilds(settings: Settings, gate: Gate, http: HTTPClient, bot_id: int, report: Report) -> None:
-    guilds = await _all_guilds(http)
+async def _check_guilds(
+    settings: Settings, gate: Gate, http: HTTPClient, guilds: list[Json], bot_id: int, report: Report
+) -> None:
     if not guilds:
         report.problem("The bot is in no server yet.", "invite it with the link below.")
     role_ids: set[int] = set()
@@ -261,11 +265,19 @@ async def _check_guilds(settings: Settings, gate: Gate, http: HTTPClient, bot_id
             report.note("ALLOWED_GUILD_IDS leaves this server out: the bot ignores it.")
             continue
         try:
-            roles, permissions = await _check_guild(gate, http, guild, bot_id, report)
+            async with asyncio.timeout(GUILD_TIMEOUT_SECONDS):
+                roles, permissions = await _check_guild(gate, http, guild, bot_id, report)
         except discord.Forbidden as error:
             report.problem(
                 f"The bot may not read this server's roles or channels ({error.text or error.status}).",
                 "re-invite the bot with the link below.",
+            )
+            continue
+        except TimeoutError:
+            report.problem(
+                f"Discord did not answer about this server within {GUILD_TIMEOUT_SECONDS:.0f} s.",
+                "run the doctor again; if it keeps happening, Discord may be having trouble "
+                "(https://discordstatus.com).",
             )
             continue
         role_ids |= roles
