@@ -32,10 +32,15 @@ def bot_messages(emu: DiscordEmulator, channel_id: int) -> list[EmuMessage]:
     return [m for m in emu.messages(channel_id) if m.author.id == emu.bot_user.id]
 
 
+# Answers stream for a few seconds in some tests; a slow CI machine gets room before a wait fails.
+ANSWER_TIMEOUT = 10.0
+
+
 async def wait_for_answer(emu: DiscordEmulator, channel_id: int, text: str) -> EmuMessage:
     """The bot's message in the channel whose content is exactly `text`, once it is."""
     return await emu.wait_for(
         lambda: next((m for m in bot_messages(emu, channel_id) if m.content == text), None),
+        timeout=ANSWER_TIMEOUT,
         what=f"the answer {text[:60]!r} in channel {channel_id}",
     )
 
@@ -44,6 +49,7 @@ async def wait_for_text(emu: DiscordEmulator, channel_id: int, fragment: str) ->
     """The bot's message in the channel that contains `fragment`, once one does."""
     return await emu.wait_for(
         lambda: next((m for m in bot_messages(emu, channel_id) if fragment in m.content), None),
+        timeout=ANSWER_TIMEOUT,
         what=f"a bot message containing {fragment!r} in channel {channel_id}",
     )
 
@@ -361,10 +367,12 @@ async def test_streaming_edits_stay_within_discords_rate_limit(
     in_thread = [r for r in emulator.requests if r.path.startswith(f"/channels/{thread_id}/messages")]
     assert all(r.status != 429 for r in in_thread)
     edits = [r.at for r in in_thread if r.method == "PATCH"]
-    assert 2 <= len(edits) <= 6
+    assert len(edits) >= 2  # the answer grew on screen, not only at the end
     # Intermediate edits at most about once a second; the last (final) edit is never held back.
     intermediate = edits[:-1]
     assert all(later - earlier >= 0.9 for earlier, later in itertools.pairwise(intermediate))
+    writes = [r.at for r in in_thread if r.method in ("POST", "PATCH")]
+    assert all(sum(1 for t in writes if start <= t < start + 5.0) <= 5 for start in writes)
 
 
 async def test_without_the_message_content_intent_only_mentions_are_answered_in_threads(
