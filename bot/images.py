@@ -225,6 +225,16 @@ def check_prompt(prompt: str, model: str) -> None:
         raise UserError(f"📏 That prompt is {len(prompt):,} characters; `{model}` takes at most {limit:,}.")
 
 
+def check_choices(model: str, size: str | None, quality: str | None) -> None:
+    """Refuse a size or quality the model here does not make."""
+    # The choices Discord offers follow IMAGE_MODEL; a channel may use another model (/settings model).
+    family = model_family(model)
+    if size is not None and not family.accepts_size(size):
+        raise UserError(f"📐 `{model}` does not make {size} pictures. It makes: {', '.join(family.sizes)}.")
+    if quality is not None and not family.any_size and quality not in family.qualities:
+        raise UserError(f"🎚️ `{model}` has no {quality} quality. It has: {', '.join(family.qualities)}.")
+
+
 def check_upload(what: str, filename: str, content_type: str | None, size: int, max_bytes: int) -> None:
     """Refuse, before downloading it, an attachment that cannot be a picture the model takes."""
     name = _quoted(filename)

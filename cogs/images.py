@@ -20,6 +20,7 @@ from bot.images import (
     ImageBatch,
     ImageOptions,
     Picture,
+    check_choices,
     check_prompt,
     check_upload,
     check_variation_size,
@@ -114,6 +115,7 @@ class Images(commands.Cog):
         """Draw pictures from a prompt."""
         model = await self._model(interaction)
         check_prompt(prompt, model)
+        check_choices(model, size, quality)
         # What the pictures will use is held against today's budgets until they are in the ledger.
         with await self._admit(interaction, count):
             await _start_drawing(interaction)
@@ -135,6 +137,7 @@ class Images(commands.Cog):
         """Change a picture as the prompt says; where the mask is transparent, if there is a mask."""
         model = await self._model(interaction)
         check_prompt(prompt, model)
+        check_choices(model, size, None)
         rules = input_rules(self.bot.settings, model, variation=False)
         self._check_attachment("picture", image)
         if mask is not None:

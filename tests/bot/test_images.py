@@ -27,6 +27,7 @@ from bot.images import (
     ImageFile,
     InputRules,
     Picture,
+    check_choices,
     check_prompt,
     check_upload,
     check_variation_size,
@@ -473,3 +474,12 @@ async def test_other_errors_pass_through_unchanged(api: OpenAIClient, fake_opena
     with pytest.raises(ApiError) as caught:
         await generate_images(api, DrawRequest("gpt-image-2"), "a cat", None)
     assert caught.value.kind is ApiErrorKind.QUOTA_EXHAUSTED
+
+
+def test_choices_the_channels_model_does_not_make_are_refused_with_what_it_does() -> None:
+    check_choices("gpt-image-2", "1536x1024", "low")
+    check_choices("gpt-image-2", "2048x1152", None)  # gpt-image-2 takes custom sizes
+    with pytest.raises(UserError, match=re.escape("`dall-e-3` does not make 1536x1024 pictures. It makes: 1024x1024")):
+        check_choices("dall-e-3", "1536x1024", None)
+    with pytest.raises(UserError, match=re.escape("`dall-e-3` has no low quality. It has: standard, hd")):
+        check_choices("dall-e-3", None, "low")
