@@ -14,7 +14,7 @@ from dotenv import load_dotenv
 
 from bot import doctor
 from bot.bot import Bot
-from bot.config import Settings
+from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings
 from bot.errors import ConfigError, StartupError
 
 log = logging.getLogger("bot")
@@ -73,16 +73,13 @@ async def run(settings: Settings) -> int:
         log.error("%s", error)
         return EXIT_CONFIG
     except discord.LoginFailure:
-        log.error(
-            "Discord rejected DISCORD_TOKEN. Copy a fresh token from the Developer Portal "
-            "(https://discord.com/developers/applications → your app → Bot → Reset Token) into DISCORD_TOKEN."
-        )
+        log.error("Discord rejected DISCORD_TOKEN: %s into DISCORD_TOKEN.", TOKEN_FIX)
         return EXIT_CONFIG
     except discord.PrivilegedIntentsRequired:
         app = (
-            f"https://discord.com/developers/applications/{bot.application_id}/bot"
+            f"{DEVELOPER_PORTAL}/{bot.application_id}/bot"
             if bot.application_id
-            else ("https://discord.com/developers/applications → your app → Bot")
+            else f"{DEVELOPER_PORTAL} → your app → Bot"
         )
         log.error(
             "Discord refused the Message Content intent (close code 4014). Either turn on "

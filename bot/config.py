@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 from bot.errors import ConfigError
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEVELOPER_PORTAL = "https://discord.com/developers/applications"
+# Where an owner gets a (new) bot token; said by every message about a missing or rejected token.
+TOKEN_FIX = f"copy the bot token from the Developer Portal ({DEVELOPER_PORTAL} → your app → Bot → Reset Token)"
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a Discord server. Several people may talk to you in one conversation: "
     "each user message starts with the speaker's name. Answer in Discord markdown, concisely."
@@ -127,10 +130,7 @@ class Settings:
             )
         token = reader.text("DISCORD_TOKEN", "")
         if not token:
-            reader.problem(
-                "DISCORD_TOKEN is required: copy the bot token from the Developer Portal "
-                "(https://discord.com/developers/applications → your app → Bot → Reset Token)."
-            )
+            reader.problem(f"DISCORD_TOKEN is required: {TOKEN_FIX}.")
         database_url = reader.text("DATABASE_URL", "sqlite:///data/bot.db")
         if not database_url.startswith("sqlite:///") or database_url == "sqlite:///":
             reader.problem(

@@ -17,7 +17,7 @@ from discord.http import HTTPClient
 from bot.access import FEATURES, Feature, Gate
 from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
-from bot.config import Settings
+from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings
 from bot.errors import ApiError, ApiErrorKind, ConfigError
 from bot.store import OutdatedSchema, SqliteStore, Store
 
@@ -45,7 +45,6 @@ FEATURE_PERMISSIONS: dict[Feature, tuple[str, ...]] = {
     "images": ("view_channel", "attach_files"),
     "audio": ("view_channel", "send_messages", "read_message_history", "attach_files"),
 }
-PORTAL = "https://discord.com/developers/applications"
 ROLE_SETTINGS = ("CHAT_ROLE_IDS", "IMAGES_ROLE_IDS", "AUDIO_ROLE_IDS")
 
 Json = dict[str, Any]
@@ -236,7 +235,7 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
     except discord.LoginFailure:
         report.problem(
             "Discord rejected DISCORD_TOKEN.",
-            f"copy a fresh token from {PORTAL} → your app → Bot → Reset Token into DISCORD_TOKEN.",
+            f"{TOKEN_FIX} into DISCORD_TOKEN.",
         )
     except discord.HTTPException as error:
         report.problem(
@@ -296,7 +295,7 @@ def _check_intent(settings: Settings, flags: int, application_id: int, report: R
         report.problem(
             "DISCORD_MESSAGE_CONTENT=true, but the application's Message Content intent is off "
             "(Discord would refuse the bot's connection with close code 4014).",
-            f"turn on 'Message Content Intent' at {PORTAL}/{application_id}/bot, "
+            f"turn on 'Message Content Intent' at {DEVELOPER_PORTAL}/{application_id}/bot, "
             "or set DISCORD_MESSAGE_CONTENT=false (the bot then answers only messages that mention it).",
         )
 
