@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,29 +89,10 @@ async def admit(
         pass
 
 
-async def refusal(
-    gate: Gate,
-    feature: Feature = "chat",
-    *,
-    user_id: int = USER,
-    role_ids: tuple[int, ...] = (),
-    guild_id: int | None = GUILD,
-    channel_id: int | None = CHANNEL,
-    images: int = 0,
-    audio_seconds: float = 0.0,
-) -> str:
-    """The words of the gate's refusal (the test fails if the request is let through)."""
+async def refusal(gate: Gate, feature: Feature = "chat", **request: Any) -> str:
+    """The words of the gate's refusal of a request as admit() takes it (the test fails if it is let through)."""
     with pytest.raises(UserError) as caught:
-        await admit(
-            gate,
-            feature,
-            user_id=user_id,
-            role_ids=role_ids,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            images=images,
-            audio_seconds=audio_seconds,
-        )
+        await admit(gate, feature, **request)
     return str(caught.value)
 
 
