@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import discord
 
 from bot.config import Limits, Settings
 from bot.errors import UserError
-from bot.store import Store, UsageTotals
+from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
 
 Feature = Literal["chat", "images", "audio"]
 FEATURES: tuple[Feature, ...] = ("chat", "images", "audio")
 FEATURE_NAMES: dict[Feature, str] = {"chat": "Chat", "images": "Image generation", "audio": "Transcription"}
-RATE_WINDOW_SECONDS = 60.0
-# Forgetting idle members' request times at most this often keeps the sweep off the hot path.
-SWEEP_INTERVAL_SECONDS = 300.0
 
 NO_DMS = "💬 I don't work in direct messages here. Use me in a server."
 BLOCKED = "🚫 You can't use this bot."
@@ -30,24 +25,26 @@ GUILD_NOT_ALLOWED = "🚫 This bot isn't enabled in this server."
 
 @dataclass(frozen=True)
 class Budget:
-    """How one feature's daily budget is measured and named."""
+    """How one feature's daily budget is measured and named.
+
+    The store counts use in the feature's own measure (tokens, images, seconds of audio); a limit is set in
+    `unit`s, each `per_unit` of that measure (a minute of audio is 60 seconds).
+    """
 
     noun: str
     unit: str
     user_limit: str
     guild_limit: str
+    per_unit: float = 1.0
 
 
 BUDGETS: dict[Feature, Budget] = {
     "chat": Budget("chat", "tokens", "user_daily_chat_tokens", "guild_daily_chat_tokens"),
     "images": Budget("image", "images", "user_daily_images", "guild_daily_images"),
-    "audio": Budget("transcription", "minutes of audio", "user_daily_audio_minutes", "guild_daily_audio_minutes"),
+    "audio": Budget(
+        "transcription", "minutes of audio", "user_daily_audio_minutes", "guild_daily_audio_minutes", per_unit=60.0
+    ),
 }
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
 
 
 def start_of_day(moment: datetime) -> datetime:
@@ -77,85 +74,45 @@ def tighter(bot_wide: int, guild: int | None) -> int:
     return guild if bot_wide == 0 else min(bot_wide, guild)
 
 
-class RateWindow:
-    """Requests in the last minute per key (a user or a guild).
-
-    Kept in memory: it guards against bursts, so a restart forgetting at most one minute of requests is
-    harmless, while a database write per request is not free. Daily budgets, which must survive
-    restarts, come from the usage ledger instead.
-    """
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._hits: dict[int, deque[float]] = {}
-        self._last_sweep = clock()
-
-    def retry_after(self, key: int, limit: int) -> float | None:
-        """Seconds until `key` may make another request under `limit` per minute, or None if it may now."""
-        hits = self._recent(key)
-        if limit <= 0 or len(hits) < limit:
-            return None
-        return max(hits[-limit] + RATE_WINDOW_SECONDS - self._clock(), 0.0)
-
-    def add(self, key: int) -> None:
-        """Count one request by `key` now."""
-        now = self._clock()
-        self._hits.setdefault(key, deque()).append(now)
-        if now - self._last_sweep >= SWEEP_INTERVAL_SECONDS:
-            self._last_sweep = now
-            for idle in [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - RATE_WINDOW_SECONDS]:
-                del self._hits[idle]
-
-    def _recent(self, key: int) -> deque[float]:
-        hits = self._hits.get(key, deque())
-        cutoff = self._clock() - RATE_WINDOW_SECONDS
-        while hits and hits[0] <= cutoff:
-            hits.popleft()
-        return hits
-
-
-Scope = Literal["user", "guild"]
-
-
-@dataclass(frozen=True)
-class _Spent:
-    """One daily budget that applies to a request, and what the ledger says of it today."""
-
-    scope: Scope
-    key: int
-    limit: int
-    used: float
-    resets_at: datetime
-
-
 @dataclass
 class Admission:
-    """A request the gate let through. Use it as `with await gate.admit(...):` around the API call and the
-    recording of its usage: what it will use is held against the budgets until the block ends."""
+    """A request the gate let through: what it will use is held against today's budgets until it is spent.
+
+    Use it as `async with await gate.admit(...) as admission:` around the API call, and `await
+    admission.spend(...)` once the call is made: the usage is recorded and the hold dropped at once. A hold
+    not spent when the block ends is released (the request failed, or used nothing).
+    """
 
     gate: Gate
     feature: Feature
     user_id: int
     guild_id: int | None
+    channel_id: int | None
+    hold_id: int | None = None
     held: float = 0.0
 
-    def budget_keys(self) -> list[tuple[Scope, int, Feature]]:
-        """The budgets what this request uses counts against."""
-        keys: list[tuple[Scope, int, Feature]] = [("user", self.user_id, self.feature)]
-        if self.guild_id is not None:
-            keys.append(("guild", self.guild_id, self.feature))
-        return keys
-
     async def hold_at_least(self, amount: float) -> None:
-        """Make sure `amount` in all is held, checking the budgets for what is added (raises UserError)."""
+        """Make sure `amount` in all is held (in the budget's unit), checking the budgets for what is added."""
         if amount > self.held:
             await self.gate.hold_more(self, amount - self.held)
 
-    def __enter__(self) -> Admission:
+    async def spend(self, model: str, **measured: Any) -> None:
+        """Record what the request used (input_tokens, images, audio_seconds, …) and drop its hold."""
+        usage = UsageRecord(self.feature, model, self.user_id, self.guild_id, self.channel_id, **measured)
+        await self.gate.store.record_usage(usage, hold_id=self.hold_id)
+        self.hold_id, self.held = None, 0.0
+
+    async def release(self) -> None:
+        """Stop holding what the request would have used: it was never spent."""
+        if self.hold_id is not None:
+            await self.gate.store.release_hold(self.hold_id)
+        self.hold_id, self.held = None, 0.0
+
+    async def __aenter__(self) -> Admission:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.gate.release(self)
+    async def __aexit__(self, *_: object) -> None:
+        await self.release()
 
 
 class Gate:
@@ -171,15 +128,10 @@ class Gate:
         settings: Settings,
         *,
         now: Callable[[], datetime] = utc_now,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
+        self.store = store
         self._settings = settings
         self._now = now
-        self._user_rate = RateWindow(monotonic)
-        self._guild_rate = RateWindow(monotonic)
-        # What admitted requests still in flight will use, per (scope, id, feature): not yet in the ledger.
-        self._held: dict[tuple[Scope, int, Feature], float] = {}
 
     async def enabled_here(
         self,
@@ -219,8 +171,9 @@ class Gate:
     ) -> Admission:
         """Let one request through or raise UserError saying why not; `images`/`audio_seconds`: what it will use.
 
-        What it will use is held against today's budgets until the returned Admission's `with` block ends (by
-        then it is in the usage ledger), so requests running at the same time cannot share the last of a budget.
+        The limits are checked and taken in one transaction of the store, so requests running at the same time
+        (in this process or another on the same database) cannot share the last of a budget or of a minute.
+        What the request will use is held until the returned Admission spends it or its block ends.
 
         `counts_as_request=False` is for the second half of one request already counted (a voice message
         transcribed, then answered), which should cost one slot of the per-minute limit, not two.
@@ -239,52 +192,49 @@ class Gate:
             raise UserError(f"🔕 {FEATURE_NAMES[feature]} is turned off here. A server admin can turn it on.")
         self._check_roles(feature, set(role_ids), in_guild=guild_id is not None)
         limits = await self.limits_for(guild_id)
-        need = images if feature == "images" else audio_seconds / 60 if feature == "audio" else 0
-        spent = await self._spent_today(feature, limits, user_id=user_id, guild_id=guild_id)
-        # From here no await: budgets and rates are checked, held and counted at once, so requests running
-        # at the same time cannot both take the last of a budget or the last slot of a minute.
-        self._check_budget(feature, spent, need)
-        if counts_as_request:
-            self._check_rate(limits, user_id, guild_id)
-            self._user_rate.add(user_id)
-            if guild_id is not None:
-                self._guild_rate.add(guild_id)
-        admission = Admission(self, feature, user_id, guild_id)
-        self._hold(admission, need)
-        return admission
+        amount = float(images if feature == "images" else audio_seconds if feature == "audio" else 0)
+        rates = _rate_caps(limits, user_id, guild_id) if counts_as_request else ()
+        outcome = await self.store.reserve(
+            Reservation(
+                feature,
+                user_id,
+                guild_id,
+                amount,
+                _budget_caps(feature, limits, user_id, guild_id),
+                rates,
+                now=self._now(),
+            )
+        )
+        if isinstance(outcome, Refusal):
+            raise UserError(self._refusal(feature, outcome, amount))
+        return Admission(self, feature, user_id, guild_id, channel_id, outcome.hold_id, amount)
 
     async def hold_more(self, admission: Admission, amount: float) -> None:
         """Check that `amount` more fits today's budgets and hold it too (audio whose length shows once decoded)."""
         limits = await self.limits_for(admission.guild_id)
-        spent = await self._spent_today(
-            admission.feature, limits, user_id=admission.user_id, guild_id=admission.guild_id
+        budgets = _budget_caps(admission.feature, limits, admission.user_id, admission.guild_id)
+        reservation = Reservation(
+            admission.feature,
+            admission.user_id,
+            admission.guild_id,
+            amount,
+            budgets,
+            (),
+            now=self._now(),
+            hold_id=admission.hold_id,
         )
-        self._check_budget(admission.feature, spent, amount)
-        self._hold(admission, amount)
-
-    def _hold(self, admission: Admission, amount: float) -> None:
-        if amount <= 0:
-            return
-        for key in admission.budget_keys():
-            self._held[key] = self._held.get(key, 0.0) + amount
+        outcome = await self.store.reserve(reservation)
+        if isinstance(outcome, Refusal):
+            raise UserError(self._refusal(admission.feature, outcome, amount))
+        admission.hold_id = outcome.hold_id
         admission.held += amount
-
-    def release(self, admission: Admission) -> None:
-        """Stop holding what an admitted request would use: it is in the ledger now, or was never spent."""
-        for key in admission.budget_keys():
-            left = self._held.get(key, 0.0) - admission.held
-            if left > 1e-9:
-                self._held[key] = left
-            else:
-                self._held.pop(key, None)
-        admission.held = 0.0
 
     async def limits_for(self, guild_id: int | None) -> Limits:
         """The limits in force in a guild: the bot-wide ones, lowered where the guild's admins set their own."""
         limits = self._settings.limits
         if guild_id is None:
             return limits
-        own = (await self._store.get_guild_settings(guild_id)).get("limits")
+        own = (await self.store.get_guild_settings(guild_id)).get("limits")
         if not isinstance(own, dict):
             return limits
         return replace(
@@ -329,57 +279,27 @@ class Gate:
         roles = ", ".join(f"<@&{role_id}>" for role_id in sorted(allowed))
         raise UserError(f"🔒 {FEATURE_NAMES[feature]} needs one of these roles: {roles}.")
 
-    async def _spent_today(
-        self, feature: Feature, limits: Limits, *, user_id: int, guild_id: int | None
-    ) -> list[_Spent]:
-        """Today's use from the ledger for each budget that applies (member, and server in a guild)."""
+    def _refusal(self, feature: Feature, refusal: Refusal, need: float) -> str:
+        """The words for a refused reservation: which limit, what is left, and when it frees up."""
+        if refusal.kind == "rate":
+            wait = max(math.ceil(refusal.retry_after), 1)
+            requests = _requests(int(refusal.limit))
+            if refusal.scope == "user":
+                return f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s."
+            return f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
         budget = BUDGETS[feature]
-        since = start_of_day(self._now())
-        scopes: list[tuple[Scope, int, int]] = [("user", user_id, getattr(limits, budget.user_limit))]
-        if guild_id is not None:
-            scopes.append(("guild", guild_id, getattr(limits, budget.guild_limit)))
-        spent = []
-        for scope, key, limit in scopes:
-            if limit <= 0:
-                continue
-            totals = await self._store.usage_total(
-                feature, since, user_id=key if scope == "user" else None, guild_id=key if scope == "guild" else None
+        scale = budget.per_unit
+        used, limit = refusal.used / scale, refusal.limit / scale
+        resets_at = start_of_day(self._now()) + timedelta(days=1)
+        who = "You have" if refusal.scope == "user" else "This server has"
+        if used < limit:
+            left = _amount(limit - used)
+            words = (
+                f"📊 That needs {_amount(need / scale)} {budget.unit}; {who.lower()} {left} of today's {limit:,g} left."
             )
-            spent.append(_Spent(scope, key, limit, _measure(feature, totals), since + timedelta(days=1)))
-        return spent
-
-    def _check_budget(self, feature: Feature, spent: list[_Spent], need: float) -> None:
-        """Refuse when `need` more would go past a budget, counting what requests in flight hold."""
-        budget = BUDGETS[feature]
-        for item in spent:
-            used = item.used + self._held.get((item.scope, item.key, feature), 0.0)
-            if used < item.limit and used + need <= item.limit:
-                continue
-            who = "You have" if item.scope == "user" else "This server has"
-            if used < item.limit:
-                left = _amount(item.limit - used)
-                words = (
-                    f"📊 That needs {_amount(need)} {budget.unit}; {who.lower()} {left} of today's {item.limit:,} left."
-                )
-            else:
-                words = f"📊 {who} used today's {budget.noun} allowance ({item.limit:,} {budget.unit})."
-            raise UserError(f"{words} It resets at 00:00 UTC (<t:{int(item.resets_at.timestamp())}:R>).")
-
-    def _check_rate(self, limits: Limits, user_id: int, guild_id: int | None) -> None:
-        wait = self._user_rate.retry_after(user_id, limits.user_requests_per_minute)
-        if wait is not None:
-            raise UserError(
-                f"⏳ Slow down: you can make {_requests(limits.user_requests_per_minute)} a minute. "
-                f"Try again in {max(math.ceil(wait), 1)} s."
-            )
-        if guild_id is None:
-            return
-        wait = self._guild_rate.retry_after(guild_id, limits.guild_requests_per_minute)
-        if wait is not None:
-            raise UserError(
-                f"⏳ This server has reached its limit of {_requests(limits.guild_requests_per_minute)} a minute. "
-                f"Try again in {max(math.ceil(wait), 1)} s."
-            )
+        else:
+            words = f"📊 {who} used today's {budget.noun} allowance ({limit:,g} {budget.unit})."
+        return f"{words} It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
 
     async def _lookup(
         self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None
@@ -387,13 +307,13 @@ class Gate:
         """The most specific value set at `path`: in the channel, its parent channel, then the guild; else None."""
         layers: list[dict[str, object]] = []
         if channel_id is not None:
-            record = await self._store.get_channel(channel_id)
+            record = await self.store.get_channel(channel_id)
             layers.append(record.settings)
             parent_id = parent_id if parent_id is not None else record.parent_id
         if parent_id is not None:
-            layers.append((await self._store.get_channel(parent_id)).settings)
+            layers.append((await self.store.get_channel(parent_id)).settings)
         if guild_id is not None:
-            layers.append(await self._store.get_guild_settings(guild_id))
+            layers.append(await self.store.get_guild_settings(guild_id))
         for layer in layers:
             value: object = layer
             for key in path:
@@ -403,13 +323,22 @@ class Gate:
         return None
 
 
-def _measure(feature: Feature, totals: UsageTotals) -> float:
-    """Use in the unit of the feature's daily budget."""
-    if feature == "chat":
-        return totals.tokens
-    if feature == "images":
-        return totals.images
-    return totals.audio_seconds / 60
+def _budget_caps(feature: Feature, limits: Limits, user_id: int, guild_id: int | None) -> tuple[Cap, ...]:
+    """The daily budgets a request counts against (the member's, and the server's in a guild), in the store's
+    measure; a limit of 0 is none."""
+    budget = BUDGETS[feature]
+    caps = [Cap("user", user_id, getattr(limits, budget.user_limit) * budget.per_unit)]
+    if guild_id is not None:
+        caps.append(Cap("guild", guild_id, getattr(limits, budget.guild_limit) * budget.per_unit))
+    return tuple(cap for cap in caps if cap.limit > 0)
+
+
+def _rate_caps(limits: Limits, user_id: int, guild_id: int | None) -> tuple[Cap, ...]:
+    """The per-minute limits a request counts against; a limit of 0 is none."""
+    caps = [Cap("user", user_id, limits.user_requests_per_minute)]
+    if guild_id is not None:
+        caps.append(Cap("guild", guild_id, limits.guild_requests_per_minute))
+    return tuple(cap for cap in caps if cap.limit > 0)
 
 
 def _as_int(value: object) -> int | None:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import aiohttp
+import asyncpg
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -20,13 +21,15 @@ from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import GENERIC_FAILURE, ApiError, StartupError, UserError
 from bot.moderation import Moderator
-from bot.store import Store, open_store
+from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin", "cogs.transcribe")
 COMMAND_SYNC_KEY = "command_sync_hash"
+# Discord lets one identify through per max_concurrency bucket every 5 seconds.
+IDENTIFY_INTERVAL_SECONDS = 5.0
 
 # What the bot needs in a server: reading and answering, threads for conversations, files for
 # pictures and transcripts.
@@ -58,13 +61,28 @@ def build_intents(settings: Settings) -> discord.Intents:
     return intents
 
 
+def _shard_options(settings: Settings) -> dict[str, Any]:
+    """SHARD_COUNT and SHARD_IDS as AutoShardedBot takes them; none given: discord.py's recommended count."""
+    options: dict[str, Any] = {}
+    if settings.shard_count is not None:
+        options["shard_count"] = settings.shard_count
+    if settings.shard_ids is not None:
+        options["shard_ids"] = list(settings.shard_ids)
+    return options
+
+
 def missing_permissions(granted: discord.Permissions, needed: list[str]) -> list[str]:
     """Display names of the permissions in `needed` that `granted` lacks."""
     return [PERMISSION_NAMES.get(name, name) for name in needed if not getattr(granted, name)]
 
 
-class Bot(commands.Bot):
-    """The bot process: one store, one HTTP session, one API client, shared by all cogs."""
+class Bot(commands.AutoShardedBot):
+    """The bot process: one store, one HTTP session, one API client, shared by all cogs.
+
+    It runs the shards SHARD_IDS of SHARD_COUNT (unset: all of discord.py's recommended count). A guild
+    belongs to one shard and so to one process: what the bot keeps per guild or channel in memory (locks,
+    caches) is never shared; what is kept per member across guilds lives in the database.
+    """
 
     store: Store
     api: OpenAIClient
@@ -79,8 +97,10 @@ class Bot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             tree_cls=ErrorReportingTree,
             help_command=None,
+            **_shard_options(settings),
         )
         self.settings = settings
+        self._identify_buckets: int | None = None
         self.tokens = TokenCounter()
         self.started_at = time.monotonic()
 
@@ -105,12 +125,9 @@ class Bot(commands.Bot):
     async def open_services(self) -> None:
         """Open the store, the HTTP session and what is built on them: the API client, the gate, moderation."""
         try:
-            self.store = await open_store(self.settings.database_url)
-        except (OSError, sqlite3.Error, RuntimeError) as error:
-            raise StartupError(
-                f"Could not open the database {self.settings.database_path}: {error}. "
-                "Check DATABASE_URL and that the folder is writable."
-            ) from None
+            self.store = await open_store(self.settings.database_url, pool_size=self.settings.database_pool_size)
+        except (OSError, sqlite3.Error, RuntimeError, asyncpg.PostgresError) as error:
+            raise StartupError(database_failure(self.settings, error)) from None
         self.http_session = aiohttp.ClientSession()
         self.api = OpenAIClient(
             self.http_session,
@@ -153,12 +170,31 @@ class Bot(commands.Bot):
             return
         definitions = [command.to_dict(self.tree) for command in self.tree.get_commands()]
         digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode()).hexdigest()
-        if await self.store.get_meta(COMMAND_SYNC_KEY) == digest:
+        # Swapped in before syncing: of several processes (shards) starting together, one syncs.
+        previous = await self.store.swap_meta(COMMAND_SYNC_KEY, digest)
+        if previous == digest:
             log.info("Global commands unchanged since the last sync; not syncing")
             return
-        synced = await self.tree.sync()
-        await self.store.set_meta(COMMAND_SYNC_KEY, digest)
+        try:
+            synced = await self.tree.sync()
+        except BaseException:
+            await self.store.set_meta(COMMAND_SYNC_KEY, previous or "")  # the next start tries again
+            raise
         log.info("Synced %d global commands (Discord may take a while to show changes)", len(synced))
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait for this shard's identify slot, shared through the database with every process of the bot.
+
+        Discord allows one identify per max_concurrency bucket every 5 s. discord.py only spaces the shards of
+        one process, and after Discord refuses an identify it calls this again: it always waits for a slot.
+        """
+        if self._identify_buckets is None:
+            _, _, limits = await self.http.get_bot_gateway()
+            self._identify_buckets = max(1, int(limits.get("max_concurrency") or 1))
+        bucket = (shard_id or 0) % self._identify_buckets
+        while (wait := await self.store.claim_identify_slot(bucket, IDENTIFY_INTERVAL_SECONDS)) > 0:
+            log.info("Shard %s waits %.1f s for its turn to connect (Discord's identify limit)", shard_id, wait)
+            await asyncio.sleep(wait)
 
     async def close(self) -> None:
         """Log out, then close the HTTP session and the database."""
@@ -169,6 +205,20 @@ class Bot(commands.Bot):
                 await self.http_session.close()
             if hasattr(self, "store"):
                 await self.store.close()
+
+
+def database_failure(settings: Settings, error: BaseException) -> str:
+    """Why the database could not be opened and what to check, without its password."""
+    detail = str(error).replace(settings.database_url, settings.database_display)
+    if is_postgres_url(settings.database_url):
+        return (
+            f"Could not open the database {settings.database_display}: {detail or type(error).__name__}. "
+            "Check DATABASE_URL (host, port, user, password, database name, sslmode) and that the server is up."
+        )
+    return (
+        f"Could not open the database {settings.database_path}: {detail}. "
+        "Check DATABASE_URL and that the folder is writable."
+    )
 
 
 def describe_error(error: BaseException) -> str | None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bot.errors import ConfigError
 
@@ -73,7 +73,11 @@ class Settings:
     discord_token: str = field(repr=False)
     openai_api_key: str = field(repr=False)
     openai_base_url: str = OPENAI_DEFAULT_BASE_URL
-    database_url: str = "sqlite:///data/bot.db"
+    # The URL may carry the database password: kept out of repr, shown only through database_display.
+    database_url: str = field(default="sqlite:///data/bot.db", repr=False)
+    database_pool_size: int = 10
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
     chat_model: str = "gpt-5-mini"
     discord_guild_id: int | None = None
     discord_message_content: bool = True
@@ -113,6 +117,11 @@ class Settings:
         """The SQLite file named by DATABASE_URL (relative paths are relative to the working directory)."""
         return Path(self.database_url.removeprefix("sqlite:///"))
 
+    @property
+    def database_display(self) -> str:
+        """DATABASE_URL as it may be shown in logs and messages: any password replaced by ***."""
+        return redact_url(self.database_url)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build Settings from a mapping such as os.environ; raise ConfigError naming every problem."""
@@ -131,17 +140,17 @@ class Settings:
         token = reader.text("DISCORD_TOKEN", "")
         if not token:
             reader.problem(f"DISCORD_TOKEN is required: {TOKEN_FIX}.")
-        database_url = reader.text("DATABASE_URL", "sqlite:///data/bot.db")
-        if not database_url.startswith("sqlite:///") or database_url == "sqlite:///":
-            reader.problem(
-                "DATABASE_URL must look like sqlite:///relative/path.db or sqlite:////absolute/path.db, "
-                f"not {database_url!r}."
-            )
+        database_url = reader.database_url("DATABASE_URL")
+        shard_count = reader.optional_int("SHARD_COUNT", "a whole number of shards (at least 1)")
+        shard_ids = reader.shard_ids("SHARD_IDS", shard_count)
         settings = cls(
             discord_token=token,
             openai_api_key=api_key,
             openai_base_url=base_url,
             database_url=database_url,
+            database_pool_size=reader.integer("DATABASE_POOL_SIZE", cls.database_pool_size, minimum=1),
+            shard_count=shard_count,
+            shard_ids=shard_ids,
             chat_model=reader.text("CHAT_MODEL", cls.chat_model),
             discord_guild_id=reader.optional_int("DISCORD_GUILD_ID"),
             discord_message_content=reader.boolean("DISCORD_MESSAGE_CONTENT", True),
@@ -190,6 +199,15 @@ class Settings:
         if reader.problems:
             raise ConfigError(reader.problems)
         return settings
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password (and any secret user:password pair) replaced by ***, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _is_price(value: object) -> bool:
@@ -254,6 +272,41 @@ class _EnvReader:
             )
             return frozenset()
         return frozenset(int(part) for part in parts)
+
+    def database_url(self, name: str) -> str:
+        """sqlite:///path, or a PostgreSQL URL as platforms' add-ons give it; never echoed, as it may hold a
+        password."""
+        url = self.text(name, "sqlite:///data/bot.db")
+        if url.startswith(("postgresql://", "postgres://")):
+            if not urlsplit(url).hostname and "host=" not in url:
+                self.problem(f"{name} names no database server: use postgresql://user:password@host:5432/database.")
+            return url
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+            self.problem(
+                f"{name} must be sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+                f"postgresql://user:password@host:5432/database (it has {scheme})."
+            )
+        return url
+
+    def shard_ids(self, name: str, shard_count: int | None) -> tuple[int, ...] | None:
+        """The shards this process runs: comma-separated ids below SHARD_COUNT, which they need."""
+        raw = self.env.get(name, "").strip()
+        if shard_count is not None and shard_count < 1:
+            self.problem(f"SHARD_COUNT must be at least 1, not {shard_count}.")
+            return None
+        if not raw:
+            return None
+        parts = [part.strip() for part in raw.split(",") if part.strip()]
+        if not all(part.isdigit() for part in parts):
+            self.problem(f"{name} must be comma-separated shard numbers such as 0,1; not {raw!r}.")
+            return None
+        ids = tuple(sorted({int(part) for part in parts}))
+        if shard_count is None:
+            self.problem(f"{name} needs SHARD_COUNT: the number of shards across all processes.")
+        elif ids[-1] >= shard_count:
+            self.problem(f"{name} lists shard {ids[-1]}, but shards are numbered 0 to {shard_count - 1} (SHARD_COUNT).")
+        return ids
 
     def prices(self, name: str) -> dict[str, ModelPrice]:
         """The price table: a JSON object, or the path of a JSON file holding one."""

@@ -31,6 +31,7 @@ def totals_by_feature(rows: Iterable[UsageSum]) -> dict[str, UsageTotals]:
             output_tokens=old.output_tokens + row.output_tokens,
             images=old.images + row.images,
             audio_seconds=old.audio_seconds + row.audio_seconds,
+            speech_characters=old.speech_characters + row.speech_characters,
         )
     return folded
 

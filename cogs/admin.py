@@ -14,12 +14,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import __version__
-from bot.access import FEATURE_NAMES, FEATURES, Feature, parent_id_of, start_of_day, start_of_month, utc_now
+from bot.access import FEATURE_NAMES, FEATURES, Feature, parent_id_of, start_of_day, start_of_month
 from bot.api import MODEL_NAME
 from bot.bot import Bot
 from bot.config import Limits
 from bot.errors import ApiError, UserError
 from bot.render import MESSAGE_LIMIT, truncate
+from bot.store import utc_now
 from bot.usage import guild_report, own_report
 
 log = logging.getLogger(__name__)

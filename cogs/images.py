@@ -35,7 +35,6 @@ from bot.images import (
     vary_image,
 )
 from bot.render import MESSAGE_LIMIT, truncate, with_notes
-from bot.store import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +116,13 @@ class Images(commands.Cog):
         check_prompt(prompt, model)
         check_choices(model, size, quality)
         # What the pictures will use is held against today's budgets until they are in the ledger.
-        with await self._admit(interaction, count):
+        async with await self._admit(interaction, count) as admission:
             await _start_drawing(interaction)
             await self._moderate(interaction, prompt)
             request = self._request(interaction, model, count, size)
             batch = await generate_images(self.bot.api, request, prompt, quality)
-            await self._deliver(interaction, request, batch, f"🎨 {interaction.user.mention} asked for", prompt)
+            headline = f"🎨 {interaction.user.mention} asked for"
+            await self._deliver(interaction, admission, request, batch, headline, prompt)
 
     async def edit(
         self,
@@ -143,7 +143,7 @@ class Images(commands.Cog):
         if mask is not None:
             self._check_attachment("mask", mask)
         # What the pictures will use is held against today's budgets until they are in the ledger.
-        with await self._admit(interaction, count):
+        async with await self._admit(interaction, count) as admission:
             await _start_drawing(interaction)
             await self._moderate(interaction, prompt)
             image_data = await _download(image)
@@ -152,7 +152,7 @@ class Images(commands.Cog):
             request = self._request(interaction, model, count, size)
             batch = await edit_image(self.bot.api, request, prompt, inputs)
             headline = f"🖌️ {interaction.user.mention} edited a picture"
-            await self._deliver(interaction, request, batch, headline, prompt, inputs.notes)
+            await self._deliver(interaction, admission, request, batch, headline, prompt, inputs.notes)
 
     async def variation(
         self, interaction: discord.Interaction[Bot], image: discord.Attachment, *, size: str | None, count: int
@@ -164,13 +164,13 @@ class Images(commands.Cog):
         rules = input_rules(settings, model, variation=True)
         self._check_attachment("picture", image)
         # What the pictures will use is held against today's budgets until they are in the ledger.
-        with await self._admit(interaction, count):
+        async with await self._admit(interaction, count) as admission:
             await _start_drawing(interaction)
             inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
             request = self._request(interaction, model, count, size)
             batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
             headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
-            await self._deliver(interaction, request, batch, headline, None, inputs.notes)
+            await self._deliver(interaction, admission, request, batch, headline, None, inputs.notes)
 
     async def _admit(self, interaction: discord.Interaction[Bot], count: int) -> Admission:
         """Refuse where the bot cannot post pictures or the member may not draw (and count the request)."""
@@ -223,6 +223,7 @@ class Images(commands.Cog):
     async def _deliver(
         self,
         interaction: discord.Interaction[Bot],
+        admission: Admission,
         request: DrawRequest,
         batch: ImageBatch,
         headline: str,
@@ -230,18 +231,12 @@ class Images(commands.Cog):
         notes: Sequence[str] = (),
     ) -> None:
         """Count the pictures, fit them to the upload limit and show them under the caption."""
-        await self.bot.store.record_usage(
-            UsageRecord(
-                feature="images",
-                model=request.model,
-                user_id=interaction.user.id,
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                images=len(batch.pictures),
-                image_size=batch.size,
-                input_tokens=batch.input_tokens,
-                output_tokens=batch.output_tokens,
-            )
+        await admission.spend(
+            request.model,
+            images=len(batch.pictures),
+            image_size=batch.size,
+            input_tokens=batch.input_tokens,
+            output_tokens=batch.output_tokens,
         )
         log.info(
             "Drew %d %s pictures for user %s in guild %s",

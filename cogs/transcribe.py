@@ -19,7 +19,6 @@ from bot.audio import Progress, ProgressCallback, Stage, Transcriber, Transcript
 from bot.bot import Bot, describe_error
 from bot.errors import GENERIC_FAILURE, UserError
 from bot.render import MESSAGE_LIMIT, split_message, truncate
-from bot.store import UsageRecord
 from bot.streaming import typing_in
 from cogs.chat import Chat, UserTurn
 
@@ -242,11 +241,10 @@ class Transcription(commands.Cog):
                 log.info("Voice message %s not transcribed automatically: %s", message.id, refusal)
             return
         try:
-            with admission:
-                async with typing_in(message.channel):
-                    transcript = await self._transcribe_attachment(
-                        attachment, filename, message.author.id, guild_id, message.channel, admission
-                    )
+            async with admission, typing_in(message.channel):
+                transcript = await self._transcribe_attachment(
+                    attachment, filename, message.author.id, guild_id, message.channel, admission
+                )
             if chat is not None and route == "turn" and transcript.text.strip():
                 await self._take_turn(chat, message, transcript.text.strip())
             else:
@@ -331,7 +329,9 @@ class Transcription(commands.Cog):
         """Check, defer, transcribe with progress, and post the transcript as the interaction's answer."""
         # Checked before deferring, so a refusal is shown only to the member who asked.
         filename = self._checked_filename(attachment)
-        with await self._admit(interaction.user, interaction.channel, interaction.guild_id, attachment) as admission:
+        async with await self._admit(
+            interaction.user, interaction.channel, interaction.guild_id, attachment
+        ) as admission:
             await interaction.response.defer(thinking=True)
             transcript = await self._transcribe_attachment(
                 attachment,
@@ -404,18 +404,9 @@ class Transcription(commands.Cog):
             language=language,
             prompt=prompt,
             on_progress=on_progress,
-            before_upload=lambda seconds: admission.hold_at_least(seconds / 60),
+            before_upload=admission.hold_at_least,
         )
-        await self.bot.store.record_usage(
-            UsageRecord(
-                feature="audio",
-                model=model,
-                user_id=user_id,
-                guild_id=guild_id,
-                channel_id=channel_id,
-                audio_seconds=transcript.seconds,
-            )
-        )
+        await admission.spend(model, audio_seconds=transcript.seconds)
         log.debug("Transcript of %s: %s", filename, transcript.text)
         return transcript
 

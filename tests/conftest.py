@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from tests.databases import BACKENDS, database_url_for
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openapi import SPECS_DIR, OpenApiValidator
 
@@ -26,3 +28,10 @@ async def fake_openai(openai_validator: OpenApiValidator | None) -> AsyncIterato
     await fake.close()
     if fake.violations:
         pytest.fail("requests broke the OpenAI spec:\n" + "\n".join(fake.violations), pytrace=False)
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A DATABASE_URL for the test, once per backend: an SQLite file and a fresh PostgreSQL database."""
+    async with database_url_for(request.param, tmp_path) as url:
+        yield url

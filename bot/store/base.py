@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 Role = Literal["user", "assistant"]
+Scope = Literal["user", "guild"]
+UsageFeature = Literal["chat", "images", "audio", "speech", "moderation"]
+
+# Per-minute limits count the requests of the last RATE_WINDOW_SECONDS.
+RATE_WINDOW_SECONDS = 60.0
+# A hold left by a process that died mid-request stops counting after this long: longer than any request
+# (a transcription must finish while its 15-minute interaction token lasts).
+HOLD_SECONDS = 30 * 60.0
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,7 @@ class ChannelRecord:
 class UsageRecord:
     """One API call's cost, for usage reports and limits."""
 
-    feature: Literal["chat", "images", "audio", "moderation"]
+    feature: UsageFeature
     model: str
     user_id: int | None
     guild_id: int | None
@@ -55,6 +68,22 @@ class UsageRecord:
     images: int = 0
     image_size: str | None = None
     audio_seconds: float = 0.0
+    speech_characters: int = 0
+
+
+def budget_measure(usage: UsageRecord) -> float:
+    """What a call counts against its feature's daily budget, in the unit the store keeps budgets in."""
+    match usage.feature:
+        case "chat":
+            return usage.input_tokens + usage.output_tokens
+        case "images":
+            return usage.images
+        case "audio":
+            return usage.audio_seconds
+        case "speech":
+            return usage.speech_characters
+        case "moderation":
+            return 0.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,7 @@ class UsageTotals:
     output_tokens: int = 0
     images: int = 0
     audio_seconds: float = 0.0
+    speech_characters: int = 0
 
     @property
     def tokens(self) -> int:
@@ -83,8 +113,59 @@ class UsageSum(UsageTotals):
     user_id: int | None = None
 
 
+@dataclass(frozen=True)
+class Cap:
+    """One limit a request must stay within: whose (a member or a server) and how much (more than 0)."""
+
+    scope: Scope
+    key: int
+    limit: float
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What a request asks of the limits: checked and taken at once, in one transaction.
+
+    `amount` (in the unit the feature's budget counts: tokens, images, seconds of audio, characters) is
+    held against the daily `budgets` until the usage is recorded or the hold released. `rates` are the
+    per-minute limits the request counts against; empty for the second half of a request already counted.
+    With `hold_id`, `amount` is added to that hold instead (a length learned later) and no rate is counted.
+    """
+
+    feature: UsageFeature
+    user_id: int
+    guild_id: int | None
+    amount: float
+    budgets: tuple[Cap, ...]
+    rates: tuple[Cap, ...]
+    now: datetime
+    hold_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The request may go ahead; its amount is held under `hold_id` (None when nothing was held)."""
+
+    hold_id: int | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a reservation was refused: the first cap it would break.
+
+    For a budget, `used` is what is used and held today; for a rate, the requests of the last minute and
+    `retry_after` the seconds until one of them is a minute old.
+    """
+
+    kind: Literal["budget", "rate"]
+    scope: Scope
+    limit: float
+    used: float
+    retry_after: float = 0.0
+
+
 class Store(Protocol):
-    """Everything the bot persists. Every write is atomic: a crash never leaves half a turn."""
+    """Everything the bot persists. Every write is atomic: a crash never leaves half a turn or half a charge."""
 
     async def close(self) -> None:
         """Flush and close; the store is unusable afterwards."""
@@ -120,21 +201,27 @@ class Store(Protocol):
     async def set_meta(self, key: str, value: str) -> None:
         """Store a value the bot keeps about itself."""
 
-    async def record_usage(self, usage: UsageRecord) -> None:
-        """Add one API call to the usage ledger."""
+    async def swap_meta(self, key: str, value: str) -> str | None:
+        """Store a value and return the one it replaced, atomically: of processes swapping in the same value at
+        once, exactly one sees the old one."""
 
-    async def usage_total(
-        self, feature: str, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
-    ) -> UsageTotals:
-        """One feature's use since `since`, by a user and/or in a guild (neither: the whole bot)."""
+    async def reserve(self, reservation: Reservation) -> Reserved | Refusal:
+        """Check the request against its budgets and rates and, if it fits, count it and hold its amount:
+        one transaction, so requests in any process at the same time cannot share the last of a limit."""
+
+    async def release_hold(self, hold_id: int) -> None:
+        """Stop holding what a request would have used: it failed, or used nothing."""
+
+    async def record_usage(self, usage: UsageRecord, *, hold_id: int | None = None) -> None:
+        """Add one API call to the usage ledger and today's totals, dropping its hold, in one transaction."""
 
     async def usage_by_model(
         self, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
     ) -> list[UsageSum]:
-        """Use since `since` per feature, model and image size, by a user and/or in a guild."""
+        """Use from the UTC day of `since` on, per feature, model and image size, by a user and/or in a guild."""
 
     async def usage_by_user(self, guild_id: int, since: datetime) -> list[UsageSum]:
-        """Use in a guild since `since` per user, feature, model and image size."""
+        """Use in a guild from the UTC day of `since` on, per user, feature, model and image size."""
 
     async def chosen_models(self) -> list[tuple[str, str]]:
         """(feature, model) for every model admins chose for a server or channel with /settings model."""
@@ -144,3 +231,7 @@ class Store(Protocol):
 
     async def update_guild_settings(self, guild_id: int, changes: dict[str, object]) -> None:
         """Merge `changes` into a guild's settings (as JSON merge patch: None removes a key, objects merge)."""
+
+    async def claim_identify_slot(self, bucket: int, interval: float) -> float:
+        """Take the gateway identify slot of a `max_concurrency` bucket if it is free (return 0), else return the
+        seconds until it is: at most one identify per bucket per `interval`, across every process."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from bot.access import Admission, Feature, Gate, tighter
 from bot.config import Settings
 from bot.errors import UserError
-from bot.store import SqliteStore, UsageRecord
+from bot.store import Store, UsageRecord, open_store
 
 MINIMAL = {"DISCORD_TOKEN": "discord-token", "OPENAI_API_KEY": "sk-secret-key"}
 GUILD, OTHER_GUILD = 100, 200
@@ -25,15 +24,13 @@ MIDNIGHT = datetime(2026, 11, 26, tzinfo=UTC)
 
 
 class Clock:
-    """Wall clock and monotonic clock together, moved by the test."""
+    """The wall clock, moved by the test."""
 
     def __init__(self) -> None:
         self.wall = NOON
-        self.mono = 1000.0
 
     def advance(self, seconds: float) -> None:
         self.wall += timedelta(seconds=seconds)
-        self.mono += seconds
 
 
 @pytest.fixture
@@ -42,9 +39,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[SqliteStore]:
-    """The real store, dating its rows by the test's clock."""
-    store = await SqliteStore.open(tmp_path / "bot.db", clock=lambda: clock.wall)
+async def store(database_url: str, clock: Clock) -> AsyncIterator[Store]:
+    """The real store (each backend in turn), dating its rows by the test's clock."""
+    store = await open_store(database_url, clock=lambda: clock.wall)
     yield store
     await store.close()
 
@@ -53,12 +50,12 @@ GateFactory = Callable[..., Gate]
 
 
 @pytest.fixture
-def make_gate(store: SqliteStore, clock: Clock) -> GateFactory:
+def make_gate(store: Store, clock: Clock) -> GateFactory:
     """A gate over the real store; keyword arguments are environment variables."""
 
     def make(**env: str) -> Gate:
         settings = Settings.from_env({**MINIMAL, **env})
-        return Gate(store, settings, now=lambda: clock.wall, monotonic=lambda: clock.mono)
+        return Gate(store, settings, now=lambda: clock.wall)
 
     return make
 
@@ -76,7 +73,7 @@ async def admit(
     audio_seconds: float = 0.0,
 ) -> None:
     """A request let through and finished (its hold released); the tests record usage themselves."""
-    with await gate.admit(
+    async with await gate.admit(
         feature,
         user_id=user_id,
         role_ids=role_ids,
@@ -144,7 +141,7 @@ async def test_the_server_per_minute_limit_counts_every_member(make_gate: GateFa
     await admit(gate, user_id=3, guild_id=OTHER_GUILD)
 
 
-async def test_refused_requests_do_not_use_up_the_minute(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_refused_requests_do_not_use_up_the_minute(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(USER_REQUESTS_PER_MINUTE="1", USER_DAILY_IMAGES="1")
     await store.record_usage(UsageRecord("images", "gpt-image-2", USER, GUILD, CHANNEL, images=1))
     await refusal(gate, "images", images=1)
@@ -165,7 +162,7 @@ async def test_a_member_idle_past_the_sweep_can_come_back(make_gate: GateFactory
 # -- daily budgets --------------------------------------------------------------------------------
 
 
-async def test_chat_is_admitted_until_the_daily_tokens_are_used_up(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_chat_is_admitted_until_the_daily_tokens_are_used_up(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(USER_DAILY_CHAT_TOKENS="1000")
     await store.record_usage(chat(999))
     await admit(gate)
@@ -176,15 +173,13 @@ async def test_chat_is_admitted_until_the_daily_tokens_are_used_up(make_gate: Ga
     assert f"<t:{int(MIDNIGHT.timestamp())}:R>" in message
 
 
-async def test_the_daily_budget_counts_input_and_output_tokens(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_the_daily_budget_counts_input_and_output_tokens(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(USER_DAILY_CHAT_TOKENS="1000")
     await store.record_usage(UsageRecord("chat", "m", USER, GUILD, CHANNEL, input_tokens=600, output_tokens=400))
     assert "chat allowance" in await refusal(gate)
 
 
-async def test_the_daily_budget_resets_at_midnight_utc(
-    make_gate: GateFactory, store: SqliteStore, clock: Clock
-) -> None:
+async def test_the_daily_budget_resets_at_midnight_utc(make_gate: GateFactory, store: Store, clock: Clock) -> None:
     gate = make_gate(USER_DAILY_CHAT_TOKENS="1000")
     await store.record_usage(chat(1000))
     await refusal(gate)
@@ -192,9 +187,7 @@ async def test_the_daily_budget_resets_at_midnight_utc(
     await admit(gate)
 
 
-async def test_use_before_midnight_does_not_count_today(
-    make_gate: GateFactory, store: SqliteStore, clock: Clock
-) -> None:
+async def test_use_before_midnight_does_not_count_today(make_gate: GateFactory, store: Store, clock: Clock) -> None:
     clock.wall = MIDNIGHT - timedelta(microseconds=1)
     await store.record_usage(chat(5000))
     clock.wall = MIDNIGHT
@@ -202,12 +195,12 @@ async def test_use_before_midnight_does_not_count_today(
     await admit(make_gate(USER_DAILY_CHAT_TOKENS="1000"))
 
 
-async def test_the_member_budget_counts_their_use_in_every_server(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_the_member_budget_counts_their_use_in_every_server(make_gate: GateFactory, store: Store) -> None:
     await store.record_usage(chat(1000, guild_id=OTHER_GUILD))
     assert "You have used" in await refusal(make_gate(USER_DAILY_CHAT_TOKENS="1000"))
 
 
-async def test_the_server_budget_counts_every_member(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_the_server_budget_counts_every_member(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(GUILD_DAILY_CHAT_TOKENS="1000", USER_DAILY_CHAT_TOKENS="0")
     await store.record_usage(chat(600, user_id=OTHER_USER))
     await store.record_usage(chat(399, user_id=3))
@@ -220,7 +213,7 @@ async def test_the_server_budget_counts_every_member(make_gate: GateFactory, sto
 
 
 async def test_images_are_admitted_while_the_ones_asked_for_fit_the_budget(
-    make_gate: GateFactory, store: SqliteStore
+    make_gate: GateFactory, store: Store
 ) -> None:
     gate = make_gate(USER_DAILY_IMAGES="10")
     await store.record_usage(UsageRecord("images", "gpt-image-2", USER, GUILD, CHANNEL, images=8))
@@ -240,21 +233,54 @@ async def test_requests_in_flight_hold_their_share_of_the_budget(make_gate: Gate
     assert "That needs 6 images; you have 4 of today's 10 left" in await refusal(gate, "images", images=6)
     second = await drawing(4)  # the rest of the day's budget
     assert "used today's image allowance" in await refusal(gate, "images", images=1)
-    gate.release(first)  # the first drawing failed: its six pictures were never made
-    await drawing(6)
-    gate.release(second)
+    await first.release()  # the first drawing failed: its six pictures were never made
+    third = await drawing(6)
+    await second.release()
+    await third.release()
+
+
+async def test_spending_records_the_use_and_frees_the_hold_at_once(make_gate: GateFactory, store: Store) -> None:
+    gate = make_gate(USER_DAILY_IMAGES="4", GUILD_DAILY_IMAGES="0", USER_REQUESTS_PER_MINUTE="0")
+    async with await gate.admit(
+        "images", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL, images=3
+    ) as admission:
+        await admission.spend("gpt-image-2", images=2, image_size="1024x1024")  # the model made two of three
+    assert "you have 2 of today's 4 left" in await refusal(gate, "images", images=3)
+    [row] = await store.usage_by_model(NOON, user_id=USER)
+    assert (row.feature, row.model, row.images, row.image_size) == ("images", "gpt-image-2", 2, "1024x1024")
+
+
+async def test_gates_of_two_processes_share_one_members_limits(
+    make_gate: GateFactory, database_url: str, clock: Clock
+) -> None:
+    # A member in two servers served by two processes (shards) on one database.
+    other_store = await open_store(database_url, clock=lambda: clock.wall)
+    env = {**MINIMAL, "USER_REQUESTS_PER_MINUTE": "3", "GUILD_REQUESTS_PER_MINUTE": "0"}
+    here = make_gate(USER_REQUESTS_PER_MINUTE="3", GUILD_REQUESTS_PER_MINUTE="0")
+    there = Gate(other_store, Settings.from_env(env), now=lambda: clock.wall)
+    results = []
+    for index in range(8):
+        gate, guild = (here, GUILD) if index % 2 else (there, OTHER_GUILD)
+        try:
+            await admit(gate, guild_id=guild)
+            results.append("admitted")
+        except UserError:
+            results.append("refused")
+    await other_store.close()
+    assert results.count("admitted") == 3
 
 
 async def test_a_length_learned_later_is_checked_against_the_budget(make_gate: GateFactory) -> None:
     gate = make_gate(USER_DAILY_AUDIO_MINUTES="10")
-    with await gate.admit("audio", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL) as admission:
-        await admission.hold_at_least(8)  # an 8-minute file, measured once decoded
+    async with await gate.admit("audio", user_id=USER, role_ids=(), guild_id=GUILD, channel_id=CHANNEL) as admission:
+        await admission.hold_at_least(8 * 60)  # an 8-minute file, measured once decoded
         with pytest.raises(UserError, match="needs 3 minutes of audio; you have 2 of today's 10 left"):
-            await admission.hold_at_least(11)
+            await admission.hold_at_least(11 * 60)
     assert admission.held == 0  # released when the block ended
+    await admit(gate, "audio", audio_seconds=10 * 60)  # nothing is held any more
 
 
-async def test_audio_is_measured_in_minutes(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_audio_is_measured_in_minutes(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(USER_DAILY_AUDIO_MINUTES="2")
     await store.record_usage(UsageRecord("audio", "gpt-transcribe", USER, GUILD, CHANNEL, audio_seconds=90))
     await admit(gate, "audio", audio_seconds=30)
@@ -262,7 +288,7 @@ async def test_audio_is_measured_in_minutes(make_gate: GateFactory, store: Sqlit
     assert "needs 0.5 minutes of audio; you have 0.5 of today's 2 left" in message
 
 
-async def test_budgets_of_other_features_do_not_mix(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_budgets_of_other_features_do_not_mix(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(USER_DAILY_IMAGES="1")
     await store.record_usage(UsageRecord("images", "gpt-image-2", USER, GUILD, CHANNEL, images=1))
     await store.record_usage(UsageRecord("moderation", "omni-moderation-latest", USER, GUILD, CHANNEL))
@@ -270,7 +296,7 @@ async def test_budgets_of_other_features_do_not_mix(make_gate: GateFactory, stor
     await admit(gate, "audio", audio_seconds=10)
 
 
-async def test_zero_means_no_limit(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_zero_means_no_limit(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(
         USER_DAILY_CHAT_TOKENS="0",
         GUILD_DAILY_CHAT_TOKENS="0",
@@ -325,7 +351,7 @@ async def test_direct_messages_follow_allow_dms(make_gate: GateFactory) -> None:
 
 
 async def test_a_feature_switched_off_for_the_server_is_off_everywhere_in_it(
-    make_gate: GateFactory, store: SqliteStore
+    make_gate: GateFactory, store: Store
 ) -> None:
     gate = make_gate()
     await store.update_guild_settings(GUILD, {"features": {"images": False}})
@@ -336,7 +362,7 @@ async def test_a_feature_switched_off_for_the_server_is_off_everywhere_in_it(
 
 
 async def test_a_channel_switch_overrides_the_server_and_carries_to_its_threads(
-    make_gate: GateFactory, store: SqliteStore
+    make_gate: GateFactory, store: Store
 ) -> None:
     gate = make_gate()
     await store.update_guild_settings(GUILD, {"features": {"chat": False}})
@@ -352,7 +378,7 @@ async def test_a_channel_switch_overrides_the_server_and_carries_to_its_threads(
     assert not await gate.enabled_here("images", GUILD, THREAD)  # the stored thread knows its parent
 
 
-async def test_setting_a_switch_back_to_default_removes_it(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_setting_a_switch_back_to_default_removes_it(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate()
     await store.update_channel_settings(CHANNEL, {"features": {"chat": False}}, guild_id=GUILD)
     await store.update_channel_settings(CHANNEL, {"features": {"chat": None}}, guild_id=GUILD)
@@ -363,7 +389,7 @@ async def test_setting_a_switch_back_to_default_removes_it(make_gate: GateFactor
 # -- per-server values ----------------------------------------------------------------------------
 
 
-async def test_a_server_can_lower_a_limit_but_not_raise_it(make_gate: GateFactory, store: SqliteStore) -> None:
+async def test_a_server_can_lower_a_limit_but_not_raise_it(make_gate: GateFactory, store: Store) -> None:
     gate = make_gate(USER_REQUESTS_PER_MINUTE="10", USER_DAILY_IMAGES="0")
     await store.update_guild_settings(
         GUILD, {"limits": {"user_requests_per_minute": 2, "user_daily_chat_tokens": 10**9, "user_daily_images": 5}}
@@ -387,7 +413,7 @@ def test_the_tighter_limit_wins_and_zero_means_none() -> None:
 
 
 async def test_models_come_from_channel_then_parent_then_server_then_settings(
-    make_gate: GateFactory, store: SqliteStore
+    make_gate: GateFactory, store: Store
 ) -> None:
     gate = make_gate(CHAT_MODEL="bot-default")
     assert await gate.model_for("chat", GUILD, THREAD, parent_id=CHANNEL) == "bot-default"
@@ -401,7 +427,7 @@ async def test_models_come_from_channel_then_parent_then_server_then_settings(
 
 
 async def test_automatic_transcription_follows_channel_parent_server_then_setting(
-    make_gate: GateFactory, store: SqliteStore
+    make_gate: GateFactory, store: Store
 ) -> None:
     gate = make_gate(AUTO_TRANSCRIBE="true")
     assert await gate.auto_transcribe_here(GUILD, THREAD, parent_id=CHANNEL)
@@ -412,7 +438,7 @@ async def test_automatic_transcription_follows_channel_parent_server_then_settin
 
 
 async def test_the_reset_time_is_a_discord_timestamp_of_the_next_midnight(
-    make_gate: GateFactory, store: SqliteStore, clock: Clock
+    make_gate: GateFactory, store: Store, clock: Clock
 ) -> None:
     clock.wall = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
     await store.record_usage(chat(10**6))

@@ -58,11 +58,39 @@ def test_api_key_may_be_empty_for_another_server() -> None:
 
 def test_every_problem_is_named_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"DATABASE_URL": "postgres://x", "ALLOW_DMS": "maybe", "CONTEXT_TOKEN_BUDGET": "lots"})
+        Settings.from_env({"DATABASE_URL": "mysql://u:p@x/db", "ALLOW_DMS": "maybe", "CONTEXT_TOKEN_BUDGET": "lots"})
     report = caught.value.report()
     for name in ("DISCORD_TOKEN", "OPENAI_API_KEY", "DATABASE_URL", "ALLOW_DMS", "CONTEXT_TOKEN_BUDGET"):
         assert name in report
     assert len(caught.value.problems) == 5
+
+
+def test_a_platforms_postgres_url_is_taken_as_it_comes() -> None:
+    url = "postgres://bot:s3cr3t-pass@db.example.com:5432/botdb?sslmode=require"
+    settings = Settings.from_env({**MINIMAL, "DATABASE_URL": url, "DATABASE_POOL_SIZE": "4"})
+    assert settings.database_url == url
+    assert settings.database_pool_size == 4
+    assert settings.database_display == "postgres://bot:***@db.example.com:5432/botdb?sslmode=require"
+    assert "s3cr3t-pass" not in repr(settings)
+
+
+def test_a_refused_database_url_is_not_echoed_with_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "DATABASE_URL": "mysql://bot:s3cr3t-pass@db/botdb"})
+    assert "s3cr3t-pass" not in caught.value.report()
+    assert "postgresql://user:password@host:5432/database" in caught.value.report()
+
+
+def test_shards_are_numbered_below_the_shard_count() -> None:
+    settings = Settings.from_env({**MINIMAL, "SHARD_COUNT": "4", "SHARD_IDS": "2, 3"})
+    assert (settings.shard_count, settings.shard_ids) == (4, (2, 3))
+    assert Settings.from_env(MINIMAL).shard_ids is None
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "SHARD_COUNT": "2", "SHARD_IDS": "1,2"})
+    assert "numbered 0 to 1" in caught.value.report()
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "SHARD_IDS": "0"})
+    assert "SHARD_IDS needs SHARD_COUNT" in caught.value.report()
 
 
 def test_secrets_stay_out_of_repr() -> None:

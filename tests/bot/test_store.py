@@ -1,4 +1,7 @@
-"""The SQLite store on a real file: turns in order per channel, restarts, crashes, settings."""
+"""Both stores on a real database (an SQLite file, a PostgreSQL server): turns, restarts, crashes, settings,
+limits that hold across processes, and reports from the daily roll-up."""
+
+from __future__ import annotations
 
 import asyncio
 import os
@@ -7,28 +10,58 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.store import NewTurn, SqliteStore, UsageRecord, UsageTotals, open_store
-from bot.store.sqlite import MIGRATIONS
+import asyncpg
+import pytest
+
+from bot.store import (
+    Cap,
+    NewTurn,
+    OutdatedSchema,
+    PostgresStore,
+    Refusal,
+    Reservation,
+    Reserved,
+    SqliteStore,
+    Store,
+    UsageRecord,
+    is_postgres_url,
+    open_store,
+)
+from bot.store.schema import SQLITE_MIGRATIONS
+from bot.usage import totals_by_feature
 
 PROJECT_ROOT = Path(__file__).parents[2]
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def user_turn(text: str, author_id: int = 1) -> NewTurn:
     return NewTurn("user", author_id, f"user{author_id}", text)
 
 
-async def test_turns_come_back_in_order_and_survive_a_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/sub/bot.db"
-    store = await open_store(url)
+def images(user_id: int, amount: float, *, limit: float, guild_id: int = 10, now: datetime = NOON) -> Reservation:
+    """A request for `amount` pictures against a member's daily budget of `limit`."""
+    return Reservation("images", user_id, guild_id, amount, (Cap("user", user_id, limit),), (), now=now)
+
+
+def requests(user_id: int, *, per_minute: int, now: datetime = NOON) -> Reservation:
+    """A chat request counted against a member's per-minute limit."""
+    return Reservation("chat", user_id, 10, 0, (), (Cap("user", user_id, per_minute),), now=now)
+
+
+# -- conversations ----------------------------------------------------------------------------------
+
+
+async def test_turns_come_back_in_order_and_survive_a_restart(database_url: str) -> None:
+    store = await open_store(database_url)
     await store.add_turn(10, user_turn("first"))
     await store.add_turn(10, NewTurn("assistant", None, "assistant", "second"))
     await store.add_turn(10, user_turn("third", author_id=2))
     await store.close()
 
-    reopened = await open_store(url)
+    reopened = await open_store(database_url)
     turns = await reopened.recent_turns(10, 10)
     await reopened.close()
     assert [(t.role, t.author_id, t.content) for t in turns] == [
@@ -38,8 +71,14 @@ async def test_turns_come_back_in_order_and_survive_a_restart(tmp_path: Path) ->
     ]
 
 
-async def test_recent_turns_are_the_newest_and_never_from_another_channel(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
+async def test_a_new_sqlite_file_gets_its_folders(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/sub/folder/bot.db")
+    await store.close()
+    assert (tmp_path / "sub" / "folder" / "bot.db").exists()
+
+
+async def test_recent_turns_are_the_newest_and_never_from_another_channel(database_url: str) -> None:
+    store = await open_store(database_url)
     for i in range(30):
         await store.add_turn(1, user_turn(f"a{i}"))
         await store.add_turn(2, user_turn(f"b{i}"))
@@ -48,8 +87,8 @@ async def test_recent_turns_are_the_newest_and_never_from_another_channel(tmp_pa
     assert [t.content for t in turns] == ["a25", "a26", "a27", "a28", "a29"]
 
 
-async def test_clearing_a_channel_leaves_others_alone(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
+async def test_clearing_a_channel_leaves_others_alone(database_url: str) -> None:
+    store = await open_store(database_url)
     await store.add_turn(1, user_turn("one"))
     await store.add_turn(2, user_turn("two"))
     assert await store.clear_turns(1) == 1
@@ -68,55 +107,156 @@ async def test_window_read_uses_the_channel_index(tmp_path: Path) -> None:
     assert any("turns_by_channel" in str(row) for row in plan), plan
 
 
-async def test_conversation_threads_and_prompts_are_remembered(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
+async def test_conversation_threads_and_prompts_are_remembered(database_url: str) -> None:
+    store = await open_store(database_url)
     await store.set_system_prompt(5, "Be brief.", guild_id=9)
     await store.save_conversation_thread(6, guild_id=9, parent_id=5, opened_by=42, system_prompt="Be brief.")
     await store.update_channel_settings(6, {"auto_transcribe": False}, guild_id=9)
     await store.update_channel_settings(6, {"model": "m"}, guild_id=9)
     await store.close()
 
-    store = await SqliteStore.open(tmp_path / "bot.db")
+    store = await open_store(database_url)
     thread = await store.get_channel(6)
     unknown = await store.get_channel(7)
     await store.close()
-    assert thread.is_conversation and thread.opened_by == 42 and thread.parent_id == 5
+    assert thread.is_conversation and thread.opened_by == 42 and thread.parent_id == 5 and thread.guild_id == 9
     assert thread.system_prompt == "Be brief."
     assert thread.settings == {"auto_transcribe": False, "model": "m"}
     assert not unknown.is_conversation and unknown.system_prompt is None
 
 
-async def test_meta_and_usage_are_stored(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
+async def test_guild_settings_merge_and_none_removes_a_key(database_url: str) -> None:
+    store = await open_store(database_url)
+    assert await store.get_guild_settings(1) == {}
+    await store.update_guild_settings(1, {"features": {"chat": False}, "limits": {"user_daily_images": 3}})
+    await store.update_guild_settings(1, {"features": {"images": False}})
+    await store.update_guild_settings(1, {"limits": {"user_daily_images": None}, "auto_transcribe": None})
+    await store.update_channel_settings(3, {"models": {"chat": "m1"}}, guild_id=1)
+    await store.update_channel_settings(3, {"models": {"chat": None, "images": "m2"}}, guild_id=1)
+    await store.close()
+    store = await open_store(database_url)
+    assert await store.get_guild_settings(1) == {"features": {"chat": False, "images": False}, "limits": {}}
+    assert await store.get_guild_settings(2) == {}
+    assert (await store.get_channel(3)).settings == {"models": {"images": "m2"}}
+    assert await store.chosen_models() == [("images", "m2")]
+    await store.close()
+
+
+async def test_meta_is_kept_and_a_swap_returns_what_it_replaced(database_url: str) -> None:
+    store = await open_store(database_url)
     assert await store.get_meta("k") is None
     await store.set_meta("k", "v1")
     await store.set_meta("k", "v2")
-    await store.record_usage(UsageRecord("chat", "m", 1, 2, 3, input_tokens=10, output_tokens=5))
     assert await store.get_meta("k") == "v2"
+    assert await store.swap_meta("k", "v3") == "v2"
+    assert await store.swap_meta("new", "x") is None
+    assert await store.get_meta("k") == "v3"
     await store.close()
-    with sqlite3.connect(tmp_path / "bot.db") as db:
-        assert db.execute("SELECT feature, input_tokens, output_tokens FROM usage").fetchall() == [("chat", 10, 5)]
 
 
-async def test_a_newer_schema_is_refused_with_a_clear_reason(tmp_path: Path) -> None:
-    with sqlite3.connect(tmp_path / "bot.db") as db:
-        db.execute("PRAGMA user_version = 99")
-    try:
-        await SqliteStore.open(tmp_path / "bot.db")
-    except RuntimeError as error:
-        assert "newer than this bot knows" in str(error)
+async def test_of_processes_swapping_in_the_same_value_at_once_one_sees_the_old(database_url: str) -> None:
+    stores = [await open_store(database_url) for _ in range(3)]
+    await stores[0].set_meta("sync", "old")
+    seen = await asyncio.gather(*(store.swap_meta("sync", "new") for store in stores for _ in range(3)))
+    for store in stores:
+        await store.close()
+    assert sorted(seen, key=str) == ["new"] * 8 + ["old"]
+
+
+# -- schema --------------------------------------------------------------------------------------------
+
+
+async def test_a_newer_schema_is_refused_with_a_clear_reason(database_url: str) -> None:
+    store = await open_store(database_url)
+    await store.close()
+    if is_postgres_url(database_url):
+        connection = await asyncpg.connect(database_url)
+        await connection.execute("INSERT INTO schema_migrations (version) VALUES (99)")
+        await connection.close()
     else:
-        raise AssertionError("a database from a newer bot was opened")
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="newer than this bot knows"):
+        await open_store(database_url)
 
 
-def test_kill_9_while_writing_turns_leaves_only_whole_turns(tmp_path: Path) -> None:
+def test_processes_starting_together_on_an_empty_database_migrate_it_once(database_url: str) -> None:
+    opener = textwrap.dedent(
+        f"""
+        import asyncio
+        from bot.store import open_store
+        async def main():
+            store = await open_store({database_url!r})
+            await store.add_turn(1, __import__("bot.store").store.NewTurn("user", 1, "u", "hello"))
+            await store.close()
+        asyncio.run(main())
+        """
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", opener], cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [process.communicate(timeout=60)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, errors
+    turns = asyncio.run(_read(database_url, limit=10))
+    assert [turn.content for turn in turns] == ["hello"] * 4
+
+
+async def test_a_version_1_sqlite_database_is_migrated_keeping_its_data(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
+    with sqlite3.connect(path) as db:
+        for statement in SQLITE_MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+        for tokens in (42, 8):
+            db.execute(
+                "INSERT INTO usage (created_at, feature, model, user_id, guild_id, input_tokens)"
+                " VALUES (?, 'chat', 'm', 1, 10, ?)",
+                (NOON.isoformat(), tokens),
+            )
+    store = await SqliteStore.open(path, clock=lambda: NOON)
+    report = totals_by_feature(await store.usage_by_model(NOON, user_id=1))
+    # The day's use, from before the migration, counts against the budget too.
+    over = await store.reserve(Reservation("chat", 1, 10, 0, (Cap("user", 1, 50),), (), now=NOON))
+    await store.close()
+    assert (report["chat"].requests, report["chat"].input_tokens) == (2, 50)
+    assert over == Refusal("budget", "user", 50, 50.0)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (len(SQLITE_MIGRATIONS),)
+
+
+async def test_the_doctor_reads_a_live_database_with_its_last_commits(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    bot = await SqliteStore.open(path)  # the running bot, its writes still in the WAL
+    await bot.update_guild_settings(1, {"models": {"chat": "chosen"}})
+    inspector = await SqliteStore.open_read_only(path)
+    chosen = await inspector.chosen_models()
+    await inspector.close()
+    await bot.close()
+    assert chosen == [("chat", "chosen")]
+
+
+async def test_the_doctor_names_an_old_schema(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    with sqlite3.connect(path) as db:
+        for statement in SQLITE_MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+    with pytest.raises(OutdatedSchema) as caught:
+        await SqliteStore.open_read_only(path)
+    assert (caught.value.found, caught.value.expected) == (1, len(SQLITE_MIGRATIONS))
+
+
+# -- crashes ---------------------------------------------------------------------------------------------
+
+
+def test_kill_9_while_writing_turns_leaves_only_whole_turns(database_url: str) -> None:
     writer = textwrap.dedent(
         f"""
         import asyncio
-        from bot.store import NewTurn, SqliteStore
+        from bot.store import NewTurn, open_store
         async def main():
-            store = await SqliteStore.open({str(path)!r})
+            store = await open_store({database_url!r})
             i = 0
             while True:
                 await store.add_turn(1, NewTurn("user", 1, "u", f"turn-{{i}}-" + "x" * 5000 + "-end"))
@@ -131,23 +271,26 @@ def test_kill_9_while_writing_turns_leaves_only_whole_turns(tmp_path: Path) -> N
     assert process.stdout.readline().strip() == "writing"
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    turns = asyncio.run(_read(path, limit=100_000))
+    turns = asyncio.run(_read(database_url, limit=100_000))
     assert len(turns) >= 20
     for index, turn in enumerate(turns):
         assert turn.content == f"turn-{index}-" + "x" * 5000 + "-end"
 
 
-async def _read(path: Path, limit: int = 10) -> list:
-    store = await SqliteStore.open(path)
+async def _read(database_url: str, limit: int = 10) -> list:
+    store = await open_store(database_url)
     try:
         return await store.recent_turns(1, limit)
     finally:
         await store.close()
 
 
-async def test_usage_sums_select_by_feature_user_guild_and_time(tmp_path: Path) -> None:
+# -- usage reports -----------------------------------------------------------------------------------------
+
+
+async def test_reports_sum_from_the_utc_day_of_since_by_user_and_guild(database_url: str) -> None:
     now = [datetime(2026, 11, 24, 23, 0, tzinfo=UTC)]
-    store = await SqliteStore.open(tmp_path / "bot.db", clock=lambda: now[0])
+    store = await open_store(database_url, clock=lambda: now[0])
     await store.record_usage(UsageRecord("chat", "m", 1, 10, 5, input_tokens=1000, output_tokens=1000))  # yesterday
     now[0] = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
     await store.record_usage(UsageRecord("chat", "m", 1, 10, 5, input_tokens=100, output_tokens=20))
@@ -155,28 +298,29 @@ async def test_usage_sums_select_by_feature_user_guild_and_time(tmp_path: Path) 
     await store.record_usage(UsageRecord("chat", "m", 2, 10, 5, input_tokens=50, output_tokens=5))
     await store.record_usage(UsageRecord("images", "img", 1, 10, 5, images=2, image_size="1024x1024"))
     await store.record_usage(UsageRecord("audio", "tr", 1, 10, 5, audio_seconds=90.5))
-    today = datetime(2026, 11, 25, tzinfo=UTC)
+    await store.record_usage(UsageRecord("speech", "tts", 1, 10, 5, speech_characters=1200))
+    today = datetime(2026, 11, 25, 17, 45, tzinfo=UTC)  # any moment of the day: reports start at its midnight
 
-    by_user = await store.usage_total("chat", today, user_id=1)
-    in_guild = await store.usage_total("chat", today, guild_id=10)
-    user_in_guild = await store.usage_total("chat", today, user_id=1, guild_id=10)
-    since_yesterday = await store.usage_total("chat", datetime(2026, 11, 24, tzinfo=UTC), user_id=1)
-    images = await store.usage_total("images", today, user_id=1)
-    audio = await store.usage_total("audio", today, guild_id=10)
-    nothing = await store.usage_total("images", today, user_id=2)
+    by_user = totals_by_feature(await store.usage_by_model(today, user_id=1))
+    in_guild = totals_by_feature(await store.usage_by_model(today, guild_id=10))
+    user_in_guild = totals_by_feature(await store.usage_by_model(today, user_id=1, guild_id=10))
+    since_yesterday = totals_by_feature(await store.usage_by_model(datetime(2026, 11, 24, tzinfo=UTC), user_id=1))
+    nobody = await store.usage_by_model(today, user_id=3)
     await store.close()
 
-    assert (by_user.requests, by_user.input_tokens, by_user.output_tokens, by_user.tokens) == (2, 107, 23, 130)
-    assert (in_guild.requests, in_guild.tokens) == (2, 175)
-    assert user_in_guild.tokens == 120
-    assert since_yesterday.tokens == 2130
-    assert (images.requests, images.images) == (1, 2)
-    assert audio.audio_seconds == 90.5
-    assert nothing == UsageTotals()
+    chat = by_user["chat"]
+    assert (chat.requests, chat.input_tokens, chat.output_tokens, chat.tokens) == (2, 107, 23, 130)
+    assert (in_guild["chat"].requests, in_guild["chat"].tokens) == (2, 175)
+    assert user_in_guild["chat"].tokens == 120
+    assert since_yesterday["chat"].tokens == 2130
+    assert (by_user["images"].requests, by_user["images"].images) == (1, 2)
+    assert in_guild["audio"].audio_seconds == 90.5
+    assert in_guild["speech"].speech_characters == 1200
+    assert nobody == []
 
 
-async def test_usage_is_grouped_by_model_and_by_user_for_reports(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
+async def test_usage_is_grouped_by_model_and_by_user_for_reports(database_url: str) -> None:
+    store = await open_store(database_url)
     since = datetime(2000, 1, 1, tzinfo=UTC)
     await store.record_usage(UsageRecord("chat", "a", 1, 10, 5, input_tokens=10, output_tokens=1))
     await store.record_usage(UsageRecord("chat", "a", 1, 10, 5, input_tokens=20, output_tokens=2))
@@ -184,6 +328,7 @@ async def test_usage_is_grouped_by_model_and_by_user_for_reports(tmp_path: Path)
     await store.record_usage(UsageRecord("images", "img", 2, 10, 5, images=1, image_size="1024x1024"))
     await store.record_usage(UsageRecord("images", "img", 2, 10, 5, images=3, image_size="1536x1024"))
     await store.record_usage(UsageRecord("chat", "a", 1, 99, 5, input_tokens=1000))
+    await store.record_usage(UsageRecord("moderation", "mod", None, 10, 5))
     models = await store.usage_by_model(since, guild_id=10)
     users = await store.usage_by_user(10, since)
     mine = await store.usage_by_model(since, user_id=1)
@@ -194,6 +339,7 @@ async def test_usage_is_grouped_by_model_and_by_user_for_reports(tmp_path: Path)
         ("chat", "b", None, 1, 5, 0),
         ("images", "img", "1024x1024", 1, 0, 1),
         ("images", "img", "1536x1024", 1, 0, 3),
+        ("moderation", "mod", None, 1, 0, 0),
     ]
     assert [(r.user_id, r.model, r.tokens, r.images) for r in users] == [
         (1, "a", 33, 0),
@@ -204,43 +350,112 @@ async def test_usage_is_grouped_by_model_and_by_user_for_reports(tmp_path: Path)
     assert [(r.model, r.tokens) for r in mine] == [("a", 1033)]
 
 
-async def test_the_budget_sums_use_the_feature_indexes(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
-    await store.close()
-    query = "EXPLAIN QUERY PLAN SELECT COUNT(*), SUM(input_tokens) FROM usage WHERE feature = ? AND created_at >= ?"
-    with sqlite3.connect(tmp_path / "bot.db") as db:
-        by_user = db.execute(query + " AND user_id = ?", ("chat", "2026", 1)).fetchall()
-        by_guild = db.execute(query + " AND guild_id = ?", ("chat", "2026", 1)).fetchall()
-    assert any("usage_by_user_feature" in str(row) for row in by_user), by_user
-    assert any("usage_by_guild_feature" in str(row) for row in by_guild), by_guild
+# -- limits -------------------------------------------------------------------------------------------------
 
 
-async def test_guild_settings_merge_and_none_removes_a_key(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "bot.db")
-    assert await store.get_guild_settings(1) == {}
-    await store.update_guild_settings(1, {"features": {"chat": False}, "limits": {"user_daily_images": 3}})
-    await store.update_guild_settings(1, {"features": {"images": False}})
-    await store.update_guild_settings(1, {"limits": {"user_daily_images": None}, "auto_transcribe": None})
-    await store.close()
-    store = await SqliteStore.open(tmp_path / "bot.db")
-    assert await store.get_guild_settings(1) == {"features": {"chat": False, "images": False}, "limits": {}}
-    assert await store.get_guild_settings(2) == {}
+async def test_a_reservation_holds_its_amount_until_it_is_spent_or_released(database_url: str) -> None:
+    store = await open_store(database_url, clock=lambda: NOON)
+    first = await store.reserve(images(1, 6, limit=10))
+    assert isinstance(first, Reserved) and first.hold_id is not None
+    assert await store.reserve(images(1, 6, limit=10)) == Refusal("budget", "user", 10, 6.0)
+    await store.release_hold(first.hold_id)  # that drawing failed
+    second = await store.reserve(images(1, 6, limit=10))
+    assert isinstance(second, Reserved)
+    await store.record_usage(UsageRecord("images", "img", 1, 10, 5, images=6), hold_id=second.hold_id)
+    # Spent now, no longer held: counted once.
+    assert await store.reserve(images(1, 5, limit=10)) == Refusal("budget", "user", 10, 6.0)
+    assert isinstance(await store.reserve(images(1, 4, limit=10)), Reserved)
     await store.close()
 
 
-async def test_a_version_1_database_is_migrated_keeping_its_data(tmp_path: Path) -> None:
-    path = tmp_path / "bot.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(MIGRATIONS[0])
-        db.execute("PRAGMA user_version = 1")
-        db.execute(
-            "INSERT INTO usage (created_at, feature, model, user_id, input_tokens) VALUES (?, 'chat', 'm', 1, 42)",
-            (datetime.now(UTC).isoformat(),),
-        )
-    store = await SqliteStore.open(path)
-    total = await store.usage_total("chat", datetime(2000, 1, 1, tzinfo=UTC), user_id=1)
-    await store.update_guild_settings(5, {"features": {"chat": True}})
+async def test_a_hold_can_grow_when_the_amount_is_learned_later(database_url: str) -> None:
+    store = await open_store(database_url)
+    taken = await store.reserve(images(1, 2, limit=10))
+    assert isinstance(taken, Reserved)
+    grown = await store.reserve(_grow(images(1, 6, limit=10), taken))
+    assert grown == Reserved(taken.hold_id)
+    assert await store.reserve(_grow(images(1, 3, limit=10), taken)) == Refusal("budget", "user", 10, 8.0)
     await store.close()
-    assert total.input_tokens == 42
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+def _grow(reservation: Reservation, taken: Reserved) -> Reservation:
+    return Reservation(
+        reservation.feature,
+        reservation.user_id,
+        reservation.guild_id,
+        reservation.amount,
+        reservation.budgets,
+        (),
+        now=reservation.now,
+        hold_id=taken.hold_id,
+    )
+
+
+async def test_a_process_that_died_holding_stops_holding_after_a_while(database_url: str) -> None:
+    store = await open_store(database_url)
+    assert isinstance(await store.reserve(images(1, 10, limit=10)), Reserved)  # and then the process died
+    assert isinstance(await store.reserve(images(1, 1, limit=10)), Refusal)
+    later = NOON + timedelta(hours=1)
+    assert isinstance(await store.reserve(images(1, 10, limit=10, now=later)), Reserved)
+    await store.close()
+
+
+async def test_the_per_minute_limit_says_when_the_oldest_request_frees_its_slot(database_url: str) -> None:
+    store = await open_store(database_url)
+    assert isinstance(await store.reserve(requests(1, per_minute=2)), Reserved)
+    assert isinstance(await store.reserve(requests(1, per_minute=2, now=NOON + timedelta(seconds=20))), Reserved)
+    refused = await store.reserve(requests(1, per_minute=2, now=NOON + timedelta(seconds=45)))
+    assert isinstance(refused, Refusal) and refused.kind == "rate"
+    assert refused.retry_after == pytest.approx(15)
+    assert isinstance(await store.reserve(requests(1, per_minute=2, now=NOON + timedelta(seconds=60))), Reserved)
+    assert isinstance(await store.reserve(requests(2, per_minute=2, now=NOON + timedelta(seconds=60))), Reserved)
+    await store.close()
+
+
+async def test_concurrent_reservations_from_several_processes_never_share_the_last_of_a_budget(
+    database_url: str,
+) -> None:
+    # Each store is its own connection(s), as each bot process has; forty requests for one picture each.
+    stores: list[Store] = [await open_store(database_url) for _ in range(4)]
+    outcomes = await asyncio.gather(*(stores[i % 4].reserve(images(1, 1, limit=3)) for i in range(40)))
+    rates = await asyncio.gather(*(stores[i % 4].reserve(requests(7, per_minute=5)) for i in range(40)))
+    for store in stores:
+        await store.close()
+    assert sum(isinstance(outcome, Reserved) for outcome in outcomes) == 3
+    assert sum(isinstance(outcome, Reserved) for outcome in rates) == 5
+
+
+async def test_spending_while_others_reserve_counts_the_request_exactly_once(database_url: str) -> None:
+    # A request that finishes while another is being admitted must be seen either as held or as spent.
+    stores = [await open_store(database_url, clock=lambda: NOON) for _ in range(2)]
+    for round_ in range(15):
+        held = await stores[0].reserve(images(1, 5, limit=10))
+        assert isinstance(held, Reserved)
+        spend = stores[0].record_usage(UsageRecord("images", "img", 1, 10, 5, images=5), hold_id=held.hold_id)
+        results = await asyncio.gather(spend, *(stores[1].reserve(images(1, 6, limit=10)) for _ in range(3)))
+        assert not any(isinstance(outcome, Reserved) for outcome in results[1:]), (round_, results)
+        await _forget_spending(stores[0], database_url)
+    for store in stores:
+        await store.close()
+
+
+async def _forget_spending(store: Store, database_url: str) -> None:
+    """Reset today's images between rounds of the test above."""
+    if isinstance(store, PostgresStore):
+        connection = await asyncpg.connect(database_url)
+        await connection.execute("DELETE FROM spend_daily")
+        await connection.close()
+    else:
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as db:
+            db.execute("DELETE FROM spend_daily")
+
+
+async def test_the_identify_slot_of_a_bucket_is_taken_once_per_interval_across_processes(database_url: str) -> None:
+    first, second = await open_store(database_url), await open_store(database_url)
+    waits = await asyncio.gather(first.claim_identify_slot(0, 2.0), second.claim_identify_slot(0, 2.0))
+    assert sorted(waits)[0] == 0 and 1.5 < sorted(waits)[1] <= 2.0
+    assert await second.claim_identify_slot(1, 2.0) == 0  # another bucket is free
+    await asyncio.sleep(max(waits))
+    assert await first.claim_identify_slot(0, 2.0) == 0
+    await first.close()
+    await second.close()

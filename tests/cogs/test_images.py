@@ -20,9 +20,8 @@ def settings(**env: str) -> Settings:
 
 @pytest.fixture
 async def bot() -> AsyncIterator[Bot]:
-    bot = Bot(settings(IMAGE_MODEL="dall-e-3"))
-    yield bot
-    await bot.close()
+    async with Bot(settings(IMAGE_MODEL="dall-e-3")) as bot:  # set up as start() would, closed afterwards
+        yield bot
 
 
 def choices(group: app_commands.Group, command: str, option: str) -> list[str | int | float]:

@@ -1,0 +1,280 @@
+"""The schema of both backends, by version, and the few row conversions they share.
+
+Each list moves a database from version N to N+1; append, never edit, so existing databases migrate.
+The two lists describe the same tables in each dialect: SQLite keeps times as ISO text and days as
+'YYYY-MM-DD', PostgreSQL as timestamptz and date. Ledger rows without a user or guild are 0 (and an
+image size '') in the daily roll-up, whose key cannot hold NULLs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from bot.store.base import UsageRecord, budget_measure
+
+SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE channels (
+            channel_id INTEGER PRIMARY KEY,
+            guild_id INTEGER,
+            parent_id INTEGER,
+            opened_by INTEGER,
+            is_conversation INTEGER NOT NULL DEFAULT 0,
+            system_prompt TEXT,
+            settings TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            channel_id INTEGER NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            author_id INTEGER,
+            author_name TEXT NOT NULL,
+            content TEXT NOT NULL,
+            spoken INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX turns_by_channel ON turns (channel_id, id)",
+        """CREATE TABLE usage (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            model TEXT NOT NULL,
+            user_id INTEGER,
+            guild_id INTEGER,
+            channel_id INTEGER,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            images INTEGER NOT NULL DEFAULT 0,
+            image_size TEXT,
+            audio_seconds REAL NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX usage_by_guild ON usage (guild_id, created_at)",
+        "CREATE INDEX usage_by_user ON usage (user_id, created_at)",
+    ),
+    (
+        "CREATE TABLE guild_settings (guild_id INTEGER PRIMARY KEY, settings TEXT NOT NULL DEFAULT '{}')",
+        "CREATE INDEX usage_by_user_feature ON usage (user_id, feature, created_at)",
+        "CREATE INDEX usage_by_guild_feature ON usage (guild_id, feature, created_at)",
+    ),
+    (
+        # Limits move into the database so that they hold across processes, and reports read daily roll-ups
+        # kept in the same transaction as each ledger row, so their cost does not grow with the ledger.
+        "ALTER TABLE usage ADD COLUMN speech_characters INTEGER NOT NULL DEFAULT 0",
+        "DROP INDEX usage_by_user_feature",
+        "DROP INDEX usage_by_guild_feature",
+        """CREATE TABLE usage_daily (
+            guild_id INTEGER NOT NULL,
+            day TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            feature TEXT NOT NULL,
+            model TEXT NOT NULL,
+            image_size TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            images INTEGER NOT NULL,
+            audio_seconds REAL NOT NULL,
+            speech_characters INTEGER NOT NULL,
+            PRIMARY KEY (guild_id, day, user_id, feature, model, image_size)
+        )""",
+        "CREATE INDEX usage_daily_by_user ON usage_daily (user_id, day)",
+        """CREATE TABLE spend_daily (
+            scope TEXT NOT NULL,
+            key INTEGER NOT NULL,
+            feature TEXT NOT NULL,
+            day TEXT NOT NULL,
+            used REAL NOT NULL,
+            PRIMARY KEY (scope, key, feature, day)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE holds (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            guild_id INTEGER,
+            feature TEXT NOT NULL,
+            amount REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+        "CREATE INDEX holds_by_user ON holds (user_id, feature)",
+        "CREATE INDEX holds_by_guild ON holds (guild_id, feature)",
+        "CREATE TABLE rate_hits (scope TEXT NOT NULL, key INTEGER NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX rate_hits_by_key ON rate_hits (scope, key, at)",
+        "CREATE TABLE identify_slots (bucket INTEGER PRIMARY KEY, next_at REAL NOT NULL)",
+        """INSERT INTO usage_daily SELECT COALESCE(guild_id, 0), substr(created_at, 1, 10), COALESCE(user_id, 0),
+            feature, model, COALESCE(image_size, ''), COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(images),
+            SUM(audio_seconds), 0 FROM usage GROUP BY 1, 2, 3, 4, 5, 6""",
+        *(
+            f"""INSERT INTO spend_daily SELECT '{scope}', {column}, feature, substr(created_at, 1, 10),
+                SUM(CASE feature WHEN 'chat' THEN input_tokens + output_tokens WHEN 'images' THEN images
+                    ELSE audio_seconds END)
+                FROM usage WHERE {column} IS NOT NULL AND feature IN ('chat', 'images', 'audio') GROUP BY 2, 3, 4"""
+            for scope, column in (("user", "user_id"), ("guild", "guild_id"))
+        ),
+    ),
+)
+
+# PostgreSQL arrived with the schema SQLite reached at version 3, so its first version is that whole schema.
+POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE channels (
+            channel_id BIGINT PRIMARY KEY,
+            guild_id BIGINT,
+            parent_id BIGINT,
+            opened_by BIGINT,
+            is_conversation BOOLEAN NOT NULL DEFAULT FALSE,
+            system_prompt TEXT,
+            settings JSONB NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE guild_settings (guild_id BIGINT PRIMARY KEY, settings JSONB NOT NULL DEFAULT '{}')""",
+        """CREATE TABLE turns (
+            id BIGSERIAL PRIMARY KEY,
+            channel_id BIGINT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            author_id BIGINT,
+            author_name TEXT NOT NULL,
+            content TEXT NOT NULL,
+            spoken BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at TIMESTAMPTZ NOT NULL
+        )""",
+        "CREATE INDEX turns_by_channel ON turns (channel_id, id)",
+        """CREATE TABLE usage (
+            id BIGSERIAL PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            feature TEXT NOT NULL,
+            model TEXT NOT NULL,
+            user_id BIGINT,
+            guild_id BIGINT,
+            channel_id BIGINT,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            images INTEGER NOT NULL DEFAULT 0,
+            image_size TEXT,
+            audio_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+            speech_characters BIGINT NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX usage_by_guild ON usage (guild_id, created_at)",
+        "CREATE INDEX usage_by_user ON usage (user_id, created_at)",
+        """CREATE TABLE usage_daily (
+            guild_id BIGINT NOT NULL,
+            day DATE NOT NULL,
+            user_id BIGINT NOT NULL,
+            feature TEXT NOT NULL,
+            model TEXT NOT NULL,
+            image_size TEXT NOT NULL,
+            requests BIGINT NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            images BIGINT NOT NULL,
+            audio_seconds DOUBLE PRECISION NOT NULL,
+            speech_characters BIGINT NOT NULL,
+            PRIMARY KEY (guild_id, day, user_id, feature, model, image_size)
+        )""",
+        "CREATE INDEX usage_daily_by_user ON usage_daily (user_id, day)",
+        """CREATE TABLE spend_daily (
+            scope TEXT NOT NULL,
+            key BIGINT NOT NULL,
+            feature TEXT NOT NULL,
+            day DATE NOT NULL,
+            used DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, key, feature, day)
+        )""",
+        """CREATE TABLE holds (
+            id BIGSERIAL PRIMARY KEY,
+            user_id BIGINT NOT NULL,
+            guild_id BIGINT,
+            feature TEXT NOT NULL,
+            amount DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX holds_by_user ON holds (user_id, feature)",
+        "CREATE INDEX holds_by_guild ON holds (guild_id, feature)",
+        "CREATE TABLE rate_hits (scope TEXT NOT NULL, key BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX rate_hits_by_key ON rate_hits (scope, key, at)",
+        "CREATE TABLE identify_slots (bucket INTEGER PRIMARY KEY, next_at TIMESTAMPTZ NOT NULL)",
+        # SQLite's json_patch (RFC 7396 merge patch): objects merge recursively, null removes a key.
+        """CREATE FUNCTION bot_merge_patch(target JSONB, patch JSONB) RETURNS JSONB
+        LANGUAGE plpgsql IMMUTABLE AS $$
+        DECLARE
+            result JSONB;
+            entry RECORD;
+        BEGIN
+            IF patch IS NULL OR jsonb_typeof(patch) <> 'object' THEN
+                RETURN patch;
+            END IF;
+            result := CASE WHEN jsonb_typeof(target) = 'object' THEN target ELSE '{}'::JSONB END;
+            FOR entry IN SELECT key, value FROM jsonb_each(patch) LOOP
+                IF jsonb_typeof(entry.value) = 'null' THEN
+                    result := result - entry.key;
+                ELSE
+                    result := jsonb_set(result, ARRAY[entry.key], bot_merge_patch(result -> entry.key, entry.value));
+                END IF;
+            END LOOP;
+            RETURN result;
+        END
+        $$""",
+    ),
+)
+
+
+class OutdatedSchema(RuntimeError):
+    """The database's schema is not the one this bot writes."""
+
+    def __init__(self, found: int, expected: int) -> None:
+        super().__init__(f"schema version {found}; this bot writes version {expected}")
+        self.found = found
+        self.expected = expected
+
+
+def timestamp(moment: datetime) -> str:
+    """A time as SQLite stores it (UTC ISO 8601), so text comparison orders it correctly."""
+    if moment.tzinfo is None:
+        raise ValueError("stored times must be timezone-aware")
+    return moment.astimezone(UTC).isoformat()
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC day of a moment: the day its use counts against."""
+    if moment.tzinfo is None:
+        raise ValueError("stored times must be timezone-aware")
+    return moment.astimezone(UTC).date()
+
+
+def day_key(moment: datetime) -> str:
+    """The UTC day of a moment as SQLite stores days."""
+    return utc_day(moment).isoformat()
+
+
+def ledger_values(usage: UsageRecord) -> tuple[object, ...]:
+    """A ledger row's columns after created_at, in the order both backends insert them."""
+    return (
+        usage.feature,
+        usage.model,
+        usage.user_id,
+        usage.guild_id,
+        usage.channel_id,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.images,
+        usage.image_size,
+        usage.audio_seconds,
+        usage.speech_characters,
+    )
+
+
+def rollup_keys(usage: UsageRecord) -> tuple[int, int, str, str, str]:
+    """(guild_id, user_id, feature, model, image_size) of the daily roll-up row a call adds to."""
+    return (usage.guild_id or 0, usage.user_id or 0, usage.feature, usage.model, usage.image_size or "")
+
+
+def spend_rows(usage: UsageRecord) -> list[tuple[str, int, float]]:
+    """(scope, key, amount) for each daily budget a call counts against: its member's and its server's."""
+    amount = budget_measure(usage)
+    if amount <= 0:
+        return []
+    rows = []
+    if usage.user_id is not None:
+        rows.append(("user", usage.user_id, amount))
+    if usage.guild_id is not None:
+        rows.append(("guild", usage.guild_id, amount))
+    return rows
