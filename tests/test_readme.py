@@ -15,6 +15,8 @@ from discord import app_commands
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from bot import __main__ as entry_point
+from bot import doctor
 from bot.bot import EXTENSIONS, Bot
 from bot.config import Settings
 
@@ -83,13 +85,29 @@ def cell_count(line: str) -> int:
     return len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
 
 
+def table_after(heading: str) -> list[list[str]]:
+    """The cells of the first table after a line of the README, header row first."""
+    lines, _ = rendered()
+    start = lines.index(heading)
+    return next(rows for table_range, _, rows in tables() if table_range.start > start)
+
+
 def commands_table() -> list[str]:
     """The first cell of each row of the README's Commands table."""
-    lines, _ = rendered()
-    heading = lines.index("## Commands")
-    [cells] = [rows for table_range, _, rows in tables() if table_range.start > heading][:1]
+    cells = table_after("## Commands")
     assert cells[0][0] == "Command"
     return [row[0] for row in cells[1:]]
+
+
+def test_every_exit_code_is_documented() -> None:
+    rows = table_after("Exit codes, for scripts and service managers:")
+    assert rows[0] == ["Code", "`python -m bot`", "`python -m bot doctor`"]
+    documented_bot = {int(row[0]) for row in rows[1:] if row[1] != "—"}
+    documented_doctor = {int(row[0]) for row in rows[1:] if row[2] != "—"}
+    bot_codes = {getattr(entry_point, name) for name in dir(entry_point) if name.startswith("EXIT_")}
+    doctor_codes = {getattr(doctor, name) for name in dir(doctor) if name.startswith("EXIT_")}
+    assert documented_bot == bot_codes
+    assert documented_doctor == doctor_codes
 
 
 def documented_name(cell: str) -> str:
