@@ -91,6 +91,11 @@ class Bot(commands.AutoShardedBot):
     moderator: Moderator
 
     def __init__(self, settings: Settings) -> None:
+        # The bot never joins a voice channel (voice messages are plain attachments), yet discord.py warns
+        # at every start that PyNaCl and davey are missing, which owners read as broken voice messages.
+        # Client.__init__ logs those warnings only while these class flags are set.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=commands.when_mentioned,  # no prefix commands; slash commands only
             intents=build_intents(settings),

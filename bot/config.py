@@ -20,6 +20,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "each user message starts with the speaker's name. Answer in Discord markdown, concisely."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Every quality some image model family offers: GPT image's four and DALL·E's two.
+IMAGE_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
 # The keys of one model's entry in PRICES, and what each is priced per.
 PRICE_KEYS = {
     "input": "1M input tokens",
@@ -122,6 +124,19 @@ class Settings:
         """DATABASE_URL as it may be shown in logs and messages: any password replaced by ***."""
         return redact_url(self.database_url)
 
+    def summary(self) -> str:
+        """One short line for the start-up log: models, API host, database kind, features on. No secrets."""
+        moderated = [
+            what for what, on in (("prompts", self.moderate_prompts), ("answers", self.moderate_answers)) if on
+        ]
+        return (
+            f"chat {self.chat_model}, images {self.image_model}, transcription {self.transcribe_model}; "
+            f"API {url_host(self.openai_base_url)}; database {database_kind(self.database_url)}; "
+            f"direct messages {'on' if self.allow_dms else 'off'}, "
+            f"moderation {' and '.join(moderated) if moderated else 'off'}, "
+            f"automatic transcription {'on' if self.auto_transcribe else 'off'}"
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build Settings from a mapping such as os.environ; raise ConfigError naming every problem."""
@@ -165,8 +180,8 @@ class Settings:
             image_qualities=reader.choices(
                 "IMAGE_QUALITIES",
                 cls.image_qualities,
-                lambda q: q in ("auto", "low", "medium", "high"),
-                "auto, low, medium or high",
+                lambda quality: quality in IMAGE_QUALITIES,
+                "auto, low, medium, high (GPT image), standard or hd (DALL·E)",
             ),
             image_variations_endpoint=reader.boolean("IMAGE_VARIATIONS_ENDPOINT", False),
             transcribe_model=reader.text("TRANSCRIBE_MODEL", cls.transcribe_model),
@@ -208,6 +223,34 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def url_host(url: str) -> str:
+    """The host (and port, if given) of a URL, without any user:password in it: safe to print."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: leave it out rather than fail while logging
+        port = None
+    return f"{host}:{port}" if port is not None else host
+
+
+def public_url(url: str) -> str:
+    """A URL without its user:password and query (either may hold a secret): safe to print."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, url_host(url), parts.path, "", ""))
+
+
+def database_kind(database_url: str) -> str:
+    """What DATABASE_URL names, for the log: SQLite and its file, or a server's kind, host and database."""
+    if database_url.startswith("sqlite:///"):
+        return f"SQLite {database_url.removeprefix('sqlite:///')}"
+    scheme = urlsplit(database_url).scheme
+    kind = "PostgreSQL" if scheme in ("postgres", "postgresql") else scheme or "unknown"
+    return f"{kind} {url_host(database_url)}{urlsplit(database_url).path}"
 
 
 def _is_price(value: object) -> bool:

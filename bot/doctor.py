@@ -17,7 +17,7 @@ from discord.http import HTTPClient
 from bot.access import FEATURES, Feature, Gate
 from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
-from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings
+from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings, public_url, url_host
 from bot.errors import ApiError, ApiErrorKind, ConfigError
 from bot.store import OutdatedSchema, SqliteStore, Store
 
@@ -57,26 +57,35 @@ class Report:
         self._out = out
         self.problems = 0
 
+    def _print(self, text: str) -> None:
+        # Flushed line by line: the checks wait on the network, and output held in a pipe's buffer
+        # (docker compose run, a CI log) would make the doctor look stuck.
+        print(text, file=self._out, flush=True)
+
     def section(self, title: str) -> None:
         """Start a group of findings."""
-        print(f"\n{title}", file=self._out)
+        self._print(f"\n{title}")
 
     def ok(self, text: str) -> None:
         """Something that is as it should be."""
-        print(f"  ✓ {text}", file=self._out)
+        self._print(f"  ✓ {text}")
+
+    def waiting(self, text: str) -> None:
+        """What is being checked, said before a wait that may be long."""
+        self._print(f"  … {text}")
 
     def line(self, text: str) -> None:
         """A line of its own, such as the invite link."""
-        print(text, file=self._out)
+        self._print(text)
 
     def note(self, text: str) -> None:
         """Worth knowing, but not a problem."""
-        print(f"  • {text}", file=self._out)
+        self._print(f"  • {text}")
 
     def problem(self, text: str, fix: str) -> None:
         """Something to fix, with how."""
         self.problems += 1
-        print(f"  ✗ {text}\n    Fix: {fix}", file=self._out)
+        self._print(f"  ✗ {text}\n    Fix: {fix}")
 
 
 def main(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
@@ -151,14 +160,16 @@ async def _open_store(settings: Settings, report: Report) -> Store:
 
 async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSession, report: Report) -> None:
     """Reach the API, list its models, and check every model the bot is configured to use, here or by admins."""
-    report.section(f"API ({settings.openai_base_url})")
+    report.section(f"API ({public_url(settings.openai_base_url)})")
+    timeout = min(settings.api_timeout_seconds, API_TIMEOUT_SECONDS)
     client = OpenAIClient(
         session,
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key,
-        timeout_seconds=min(settings.api_timeout_seconds, API_TIMEOUT_SECONDS),
+        timeout_seconds=timeout,
         max_retries=0,
     )
+    report.waiting(f"Asking the API at {url_host(settings.openai_base_url)} for its models (up to {timeout:.0f} s)…")
     started = time.perf_counter()
     try:
         listed = await client.get_json("/models")
@@ -222,6 +233,7 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
     report.section("Discord")
     http = HTTPClient(asyncio.get_running_loop())
     application_id: int | None = None
+    report.waiting(f"Connecting to Discord (up to {DISCORD_TIMEOUT_SECONDS:.0f} s)…")
     try:
         async with asyncio.timeout(DISCORD_TIMEOUT_SECONDS):
             me: Json = dict(await http.static_login(settings.discord_token))

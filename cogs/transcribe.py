@@ -167,7 +167,6 @@ class Transcription(commands.Cog):
     )
     @app_commands.describe(enabled="Transcribe every voice message posted here (leave out to see the setting)")
     @app_commands.guild_only()
-    @app_commands.default_permissions(manage_channels=True)
     async def autotranscribe(self, interaction: discord.Interaction[Bot], enabled: bool | None = None) -> None:
         """Show, or turn on or off, automatic transcription in this channel or thread."""
         channel = interaction.channel
@@ -182,7 +181,7 @@ class Transcription(commands.Cog):
                 f"🎙️ Automatic transcription is **{'on' if on else 'off'}** in this {where}.", ephemeral=True
             )
             return
-        # default_permissions only hides the command by default (admins can grant it to anyone): check again.
+        # Anyone may see the setting; changing it needs one of these, checked here since Discord does not.
         if not (interaction.permissions.manage_channels or interaction.permissions.manage_guild):
             raise UserError("🔒 Only members with Manage Channels or Manage Server can change this.")
         await self.bot.store.update_channel_settings(

@@ -4,13 +4,14 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
 
 import bot
-from bot.config import OPENAI_DEFAULT_BASE_URL, Limits, ModelPrice, Settings
+from bot.config import OPENAI_DEFAULT_BASE_URL, Limits, ModelPrice, Settings, public_url, url_host
 from bot.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).parents[2]
@@ -205,6 +206,53 @@ def test_env_example_lists_every_setting_and_parses() -> None:
     assert env.asked <= documented, env.asked - documented
 
 
-def test_the_version_matches_pyproject() -> None:
+def test_the_package_version_is_the_one_in_the_code() -> None:
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
-    assert bot.__version__ == pyproject["project"]["version"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bot.__version__"}
+    assert bot.__version__.count(".") == 2
+
+
+def test_dall_e_qualities_can_be_configured() -> None:
+    assert Settings.from_env({**MINIMAL, "IMAGE_QUALITIES": "standard,hd"}).image_qualities == ("standard", "hd")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "IMAGE_QUALITIES": "hd,ultra"})
+    assert caught.value.problems == [
+        "IMAGE_QUALITIES must be a comma-separated list of auto, low, medium, high (GPT image), standard or hd "
+        "(DALL·E); these are not: ultra."
+    ]
+
+
+def test_the_summary_names_models_host_database_and_features_in_one_short_line() -> None:
+    settings = Settings.from_env(
+        {
+            **MINIMAL,
+            "OPENAI_BASE_URL": "https://proxy-user:proxy-pass@llm.example.com:8443/v1",
+            "CHAT_MODEL": "llama-3.3",
+            "ALLOW_DMS": "true",
+            "MODERATE_PROMPTS": "true",
+            "AUTO_TRANSCRIBE": "false",
+        }
+    )
+    summary = settings.summary()
+    assert summary == (
+        "chat llama-3.3, images gpt-image-2, transcription gpt-transcribe; API llm.example.com:8443; "
+        "database SQLite data/bot.db; direct messages on, moderation prompts, automatic transcription off"
+    )
+    assert "\n" not in summary and len(summary) < 250
+    assert settings.system_prompt not in summary
+
+
+def test_the_summary_never_shows_the_database_password_or_any_secret() -> None:
+    settings = replace(
+        Settings.from_env(MINIMAL), database_url="postgresql://bot:hunter2@db:5432/bot?sslmode=require&password=x"
+    )
+    summary = settings.summary()
+    assert "database PostgreSQL db:5432/bot;" in summary
+    for secret in ("hunter2", "password", "sk-secret-key", "discord-token"):
+        assert secret not in summary
+
+
+def test_urls_are_printed_without_credentials() -> None:
+    assert url_host("https://user:secret@[::1]:8080/v1") == "[::1]:8080"
+    assert public_url("https://user:secret@api.example.com/v1?api-key=secret") == "https://api.example.com/v1"

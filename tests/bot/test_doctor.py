@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import select
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -158,3 +162,39 @@ def test_an_unknown_command_is_named_with_the_usage(tmp_path: Path) -> None:
     completed = run_entry_point("doctr", cwd=tmp_path)
     assert completed.returncode == 2
     assert "Usage: python -m bot [doctor]; 'doctr' is not a command." in completed.stderr
+
+
+def test_the_doctor_says_what_it_waits_for_before_waiting(tmp_path: Path) -> None:
+    # A server that accepts connections and never answers: the doctor waits its full 30 s on it.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "DISCORD_TOKEN": "t",
+            "OPENAI_API_KEY": "sk-test-key",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "doctor"], cwd=tmp_path, env=env, stdout=subprocess.PIPE
+        )
+        try:
+            shown = read_until(process, b"for its models", seconds=20)
+        finally:
+            process.kill()
+            process.wait()
+    assert f"  … Asking the API at 127.0.0.1:{port} for its models (up to 30 s)…".encode() in shown
+
+
+def read_until(process: subprocess.Popen[bytes], wanted: bytes, *, seconds: float) -> bytes:
+    """What the process printed until `wanted` appeared; fails if it did not within `seconds`."""
+    assert process.stdout is not None
+    deadline, shown = time.monotonic() + seconds, b""
+    while wanted not in shown:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"not printed within {seconds:.0f} s (held in a buffer?): {shown.decode()!r}"
+        if select.select([process.stdout], [], [], remaining)[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            assert chunk, f"the doctor ended without printing it: {shown.decode()!r}"
+            shown += chunk
+    return shown

@@ -130,6 +130,17 @@ def test_configured_qualities_are_offered_in_their_order_without_repeats() -> No
     assert options.qualities == ("high", "low")
 
 
+def test_dall_e_3_offers_the_configured_dall_e_qualities(caplog: pytest.LogCaptureFixture) -> None:
+    assert offered_options(settings(IMAGE_MODEL="dall-e-3", IMAGE_QUALITIES="hd,standard")).qualities == (
+        "hd",
+        "standard",
+    )
+    with caplog.at_level(logging.WARNING, logger="bot.images"):
+        gpt = offered_options(settings(IMAGE_MODEL="gpt-image-2", IMAGE_QUALITIES="hd,high"))
+    assert gpt.qualities == ("high",)
+    assert "IMAGE_QUALITIES: gpt-image-2 (GPT image) does not take hd; not offering them" in caplog.messages
+
+
 def test_a_model_that_cannot_edit_refuses_edits_and_variations() -> None:
     with pytest.raises(UserError, match=r"`dall-e-3`\) cannot edit pictures"):
         input_rules(settings(IMAGE_MODEL="dall-e-3"), "dall-e-3", variation=True)

@@ -30,6 +30,18 @@ async def test_a_healthy_set_up_exits_0_and_prints_the_invite_link(
     assert emulator.token not in text and "sk-test-key" not in text
 
 
+async def test_each_slow_check_is_announced_before_it_starts(
+    fake_openai: FakeOpenAI, emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    _, text = await doctor_in_thread(bot_env)
+    lines = text.splitlines()
+    api_host = fake_openai.base_url.split("/")[2]
+    asking = lines.index(f"  … Asking the API at {api_host} for its models (up to 2 s)…")
+    assert lines[asking + 1].startswith("  ✓ GET /models answered in ")
+    connecting = lines.index("  … Connecting to Discord (up to 60 s)…")
+    assert lines[connecting + 1].startswith("  ✓ Logged in as ")
+
+
 async def test_a_missing_permission_exits_non_zero_naming_it_and_the_fix(
     emulator: DiscordEmulator, bot_env: dict[str, str]
 ) -> None:

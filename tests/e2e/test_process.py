@@ -18,10 +18,10 @@ LAUNCHER = Path(__file__).with_name("bot_process.py")
 CHAT = "/chat/completions"
 
 
-async def run_to_exit(*arguments: str, env: dict[str, str]) -> tuple[int, str]:
-    """Run the launcher until it exits by itself; its exit code and stderr."""
+async def run_to_exit(*arguments: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run the launcher in `cwd` until it exits by itself; its exit code and stderr."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(LAUNCHER), *arguments, env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE
+        sys.executable, str(LAUNCHER), *arguments, env={**os.environ, **env}, cwd=cwd, stderr=asyncio.subprocess.PIPE
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
@@ -43,8 +43,8 @@ class BotProcess:
 
 
 @asynccontextmanager
-async def bot_process(emulator: DiscordEmulator, env: dict[str, str]) -> AsyncIterator[BotProcess]:
-    """Start the process and wait until it is connected and its commands are synced."""
+async def bot_process(emulator: DiscordEmulator, env: dict[str, str], cwd: Path) -> AsyncIterator[BotProcess]:
+    """Start the process in `cwd` and wait until it is connected and its commands are synced."""
     identifies = len([op for op in emulator.gateway.ops if op == "IDENTIFY"])
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -52,6 +52,7 @@ async def bot_process(emulator: DiscordEmulator, env: dict[str, str]) -> AsyncIt
         emulator.api_base,
         emulator.gateway_url,
         env={**os.environ, **env},
+        cwd=cwd,  # never the project folder, whose .env (a developer's own) the entry point would read
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -88,21 +89,23 @@ async def test_sigterm_stops_the_bot_cleanly_and_kill_9_loses_no_finished_turn(
     env = process_env(emulator, fake_openai, tmp_path)
     fake_openai.queue(CHAT, Reply("First answer."), Reply("Second answer."), Reply("Third answer."))
 
-    async with bot_process(emulator, env) as bot:
+    async with bot_process(emulator, env, tmp_path) as bot:
         thread_id = await open_conversation(emulator, emulator.member, "First question")
         await wait_for_answer(emulator, thread_id, "First answer.")
         code, stderr = await bot.stop(signal.SIGTERM)
     assert code == 0
     assert "Stopping" in stderr and "Traceback" not in stderr
     assert "sk-test-key" not in stderr and emulator.token not in stderr
+    assert "Starting discord-openai-bot " in stderr and "; database SQLite " in stderr  # the short summary
+    assert "system_prompt" not in stderr and "voice will NOT be supported" not in stderr
 
-    async with bot_process(emulator, env) as bot:
+    async with bot_process(emulator, env, tmp_path) as bot:
         await emulator.send_message(thread_id, emulator.member, "Second question")
         await wait_for_answer(emulator, thread_id, "Second answer.")
         code, _ = await bot.stop(signal.SIGKILL)
     assert code == -signal.SIGKILL
 
-    async with bot_process(emulator, env) as bot:
+    async with bot_process(emulator, env, tmp_path) as bot:
         await emulator.send_message(thread_id, emulator.member, "Third question")
         await wait_for_answer(emulator, thread_id, "Third answer.")
         await bot.stop(signal.SIGTERM)
@@ -120,7 +123,7 @@ async def test_a_refused_message_content_intent_names_the_switch_to_turn_on(
 ) -> None:
     emulator.privileged_intents = Intent(0)  # the Developer Portal toggle is off
     env = process_env(emulator, fake_openai, tmp_path)
-    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env)
+    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env, cwd=tmp_path)
     assert code == 3
     assert "Message Content Intent" in stderr and "DISCORD_MESSAGE_CONTENT=false" in stderr
     assert f"applications/{emulator.application_id}/bot" in stderr
@@ -131,7 +134,7 @@ async def test_an_unreachable_discord_is_said_plainly(
     emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     env = process_env(emulator, fake_openai, tmp_path)
-    code, stderr = await run_to_exit("http://127.0.0.1:9/api/v10", "ws://127.0.0.1:9/", env=env)
+    code, stderr = await run_to_exit("http://127.0.0.1:9/api/v10", "ws://127.0.0.1:9/", env=env, cwd=tmp_path)
     assert code == 4
     assert "Could not reach Discord" in stderr
     assert "Traceback" not in stderr
@@ -143,7 +146,7 @@ async def test_a_database_that_cannot_be_opened_is_named_with_the_fix(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the database folder should be")
     env = {**process_env(emulator, fake_openai, tmp_path), "DATABASE_URL": f"sqlite:///{blocker}/bot.db"}
-    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env)
+    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env, cwd=tmp_path)
     assert code == 2
     assert "Could not open the database" in stderr and "DATABASE_URL" in stderr
     assert "Traceback" not in stderr

@@ -288,12 +288,21 @@ async def test_autotranscribe_switches_a_channel_off_and_on(
     assert not any(m.reply_to and m.reply_to.id == ignored for m in bot_messages(emulator, emulator.general.id))
 
 
-async def test_autotranscribe_is_hidden_from_members_without_manage_channels(
+async def test_any_member_sees_the_autotranscribe_setting_but_only_managers_change_it(
     emulator: DiscordEmulator, run_bot: BotRunner
 ) -> None:
     async with run_bot():
-        with pytest.raises(PermissionError):
-            await emulator.invoke_slash(emulator.member, emulator.general.id, "autotranscribe", {"enabled": False})
+        shown = await (await emulator.invoke_slash(emulator.member, emulator.general.id, "autotranscribe")).wait_done()
+        refused = await emulator.invoke_slash(
+            emulator.member, emulator.general.id, "autotranscribe", {"enabled": False}
+        )
+        await refused.wait_done()
+        still = await (await emulator.invoke_slash(emulator.member, emulator.general.id, "autotranscribe")).wait_done()
+
+    assert shown.ephemeral and shown.messages[0].content == "🎙️ Automatic transcription is **on** in this channel."
+    assert refused.ephemeral
+    assert refused.messages[0].content == "🔒 Only members with Manage Channels or Manage Server can change this."
+    assert still.messages[0].content == shown.messages[0].content
 
 
 async def test_a_voice_message_in_a_conversation_is_answered_as_a_spoken_turn(
