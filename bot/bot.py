@@ -19,6 +19,7 @@ from bot.access import Gate
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import GENERIC_FAILURE, ApiError, StartupError, UserError
+from bot.jobs import JobRunner
 from bot.moderation import Moderator
 from bot.store import Store, open_store
 from bot.tokens import TokenCounter
@@ -71,6 +72,7 @@ class Bot(commands.Bot):
     http_session: aiohttp.ClientSession
     gate: Gate
     moderator: Moderator
+    jobs: JobRunner
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
@@ -103,7 +105,7 @@ class Bot(commands.Bot):
         log.info("Invite link: %s", self.invite_url(self.application_id))
 
     async def open_services(self) -> None:
-        """Open the store, the HTTP session and what is built on them: the API client, the gate, moderation."""
+        """Open the store, the HTTP session and what is built on them (API client, gate, moderation); start the jobs."""
         try:
             self.store = await open_store(self.settings.database_url)
         except (OSError, sqlite3.Error, RuntimeError) as error:
@@ -121,6 +123,8 @@ class Bot(commands.Bot):
         )
         self.gate = Gate(self.store, self.settings)
         self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
+        self.jobs = JobRunner()
+        self.jobs.start()
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Parse no prefix commands: the bot has slash commands only, and mentions are chat (cogs/chat.py)."""
@@ -161,7 +165,9 @@ class Bot(commands.Bot):
         log.info("Synced %d global commands (Discord may take a while to show changes)", len(synced))
 
     async def close(self) -> None:
-        """Log out, then close the HTTP session and the database."""
+        """Drop unfinished CPU work, log out, then close the HTTP session and the database."""
+        if hasattr(self, "jobs"):
+            self.jobs.stop()  # first: its callers hear why while Discord can still be told
         try:
             await super().close()
         finally:
