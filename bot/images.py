@@ -1,7 +1,9 @@
 """Pictures without Discord: what image models take, checks and conversions of uploads, the API calls, fitting results.
 
 Everything here works on bytes, so tests need neither Discord nor a network. The Pillow work is
-CPU-bound: callers run `prepare_edit_inputs` and `fit_to_limit` in a thread.
+CPU-bound: `prepare_for_endpoint` and `fit_for_discord` run it in the job runner, as the member's jobs.
+Pillow only ever opens untrusted (or model-made) bytes with the plugins of the formats we take, so no other
+of its many parsers sees them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import ApiError, ApiErrorKind, UserError
+from bot.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ MB = 1_000_000  # the API states its limits in MB
 # What Discord's content type says -> the format Pillow must find in the bytes.
 PICTURE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
 PICTURE_KINDS = "PNG, JPEG, WebP or GIF"
+# The only Pillow plugins that may parse a picture from a member or a model.
+PICTURE_FORMATS = tuple(PICTURE_TYPES.values())
 # The largest picture any image model takes (GPT image edits: "less than 50MB").
 MAX_PICTURE_BYTES = 50 * MB
 # Decoding costs about 4 bytes a pixel: a bigger picture could exhaust a small host's memory.
@@ -55,6 +60,10 @@ SHRINK_QUALITIES = (90, 80, 70)
 SHRINK_SCALE = 0.75
 MIN_SHRUNK_EDGE = 64
 ORIENTATION_TAG = 0x0112  # EXIF
+# What the job runner is told a picture costs, in seconds of CPU per megapixel: converting a 49 MP JPEG to a
+# PNG that fits 50 MB took 8 to 27 s on 2-core hosts. Reading headers costs next to nothing.
+PICTURE_CPU_PER_MEGAPIXEL = 0.5
+HEADER_CPU_SECONDS = 0.01
 
 NOTE_GIF_FRAME = "The GIF's first frame was used."
 NOTE_CROPPED = "The picture was cropped to its centre square: this endpoint takes square pictures only."
@@ -88,6 +97,7 @@ class ModelFamily:
     custom_sizes: bool = False  # any WIDTHxHEIGHT within gpt-image-2's limits
     any_size: bool = False  # another server's model: trust the owner's configuration
     answers_base64: bool = True  # GPT image models always do; the others answer with links unless asked
+    max_per_request: int = 10  # `n` the API takes; more pictures take more requests
 
     def accepts_size(self, size: str) -> bool:
         """Whether a request for this size makes sense for the family."""
@@ -99,8 +109,15 @@ class ModelFamily:
 
 GPT_IMAGE = ModelFamily("GPT image", STANDARD_SIZES, GPT_QUALITIES, GPT_INPUT, 32_000)
 GPT_IMAGE_CUSTOM_SIZES = replace(GPT_IMAGE, custom_sizes=True)
+# DALL·E 3 refuses any n but 1 with a 400.
 DALL_E_3 = ModelFamily(
-    "DALL·E 3", ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), None, 4_000, answers_base64=False
+    "DALL·E 3",
+    ("1024x1024", "1792x1024", "1024x1792"),
+    ("standard", "hd"),
+    None,
+    4_000,
+    answers_base64=False,
+    max_per_request=1,
 )
 DALL_E_2 = ModelFamily("DALL·E 2", VARIATION_SIZES, ("standard",), SQUARE_PNG_INPUT, 1_000, answers_base64=False)
 OTHER_SERVER = ModelFamily(
@@ -315,28 +332,74 @@ def prepare_edit_inputs(image_data: bytes, mask_data: bytes | None, rules: Input
 
 def _decode(data: bytes, what: str) -> tuple[Image.Image, str, bool]:
     """Decode a downloaded picture: (the picture upright, its Pillow format, whether it had to be turned)."""
+    opened = _open_header(data, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened.load()  # a truncated or corrupt file fails here, before any API call
+    except (OSError, ValueError, SyntaxError):
+        raise UserError(_damaged(what)) from None
+    # Phone photos are often stored sideways with an EXIF note to turn them: the model must see them upright.
+    rotated = opened.getexif().get(ORIENTATION_TAG, 1) not in (None, 1)
+    return (ImageOps.exif_transpose(opened) if rotated else opened), opened.format or "", rotated
+
+
+def _open_header(data: bytes, what: str) -> Image.Image:
+    """A downloaded picture with only its header read, refused unless it is a format we take within the pixel limit."""
     try:
         with warnings.catch_warnings():
             # Pillow only warns below twice its own pixel limit; either way the picture is refused.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-            source_format = opened.format or ""
-            if source_format not in PICTURE_TYPES.values():
-                raise UserError(f"🖼️ The {what} is a {source_format or 'file'} I can't use. Send a {PICTURE_KINDS}.")
-            if opened.width * opened.height > MAX_INPUT_PIXELS:
-                raise UserError(
-                    f"🖼️ The {what} is {opened.width}×{opened.height} pixels; I take at most "
-                    f"{MAX_INPUT_PIXELS // 1_000_000} megapixels. Scale it down and try again."
-                )
-            opened.load()  # a truncated or corrupt file fails here, before any API call
+            opened = Image.open(io.BytesIO(data), formats=PICTURE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"🖼️ The {what} has too many pixels for me. Scale it down and try again.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        # Pillow raises SyntaxError for some malformed headers.
-        raise UserError(f"🖼️ I can't read the {what} as a picture; the file may be damaged.") from None
-    # Phone photos are often stored sideways with an EXIF note to turn them: the model must see them upright.
-    rotated = opened.getexif().get(ORIENTATION_TAG, 1) not in (None, 1)
-    return (ImageOps.exif_transpose(opened) if rotated else opened), source_format, rotated
+    except UnidentifiedImageError:
+        other = _signature_format(data)
+        if other is None or other in PICTURE_FORMATS:
+            raise UserError(_damaged(what)) from None
+        raise UserError(f"🖼️ The {what} is a {other} I can't use. Send a {PICTURE_KINDS}.") from None
+    except (OSError, ValueError, SyntaxError):  # Pillow raises SyntaxError for some malformed headers
+        raise UserError(_damaged(what)) from None
+    if opened.width * opened.height > MAX_INPUT_PIXELS:
+        raise UserError(
+            f"🖼️ The {what} is {opened.width}×{opened.height} pixels; I take at most "
+            f"{MAX_INPUT_PIXELS // 1_000_000} megapixels. Scale it down and try again."
+        )
+    return opened
+
+
+def _signature_format(data: bytes) -> str | None:
+    """The Pillow format whose signature the bytes start with, told by the signature checks alone (nothing parsed)."""
+    Image.init()
+    prefix = data[:16]
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        if accept is not None and accept(prefix) is True:
+            return name
+    return None
+
+
+def _damaged(what: str) -> str:
+    return f"🖼️ I can't read the {what} as a picture; the file may be damaged."
+
+
+def header_pixels(image_data: bytes, mask_data: bytes | None) -> int:
+    """The pixels the picture and mask will decode to, from their headers; refuses what _decode would at once."""
+    pixels = _open_header(image_data, "picture").size
+    total = pixels[0] * pixels[1]
+    if mask_data is not None:
+        width, height = _open_header(mask_data, "mask").size
+        total += width * height
+    return total
+
+
+async def prepare_for_endpoint(
+    jobs: JobRunner, image_data: bytes, mask_data: bytes | None, rules: InputRules, *, owner: int
+) -> EditInputs:
+    """`prepare_edit_inputs` as `owner`'s job in the runner, queued at the cost its headers tell."""
+    pixels = await jobs.run(header_pixels, image_data, mask_data, owner=owner, cost=HEADER_CPU_SECONDS, label="header")
+    cost = pixels / 1_000_000 * PICTURE_CPU_PER_MEGAPIXEL
+    return await jobs.run(prepare_edit_inputs, image_data, mask_data, rules, owner=owner, cost=cost, label="prepare")
 
 
 def _mask_for(mask_data: bytes, size: tuple[int, int], notes: list[str]) -> Image.Image:
@@ -469,7 +532,7 @@ def decode_batch(body: dict[str, Any]) -> ImageBatch:
 def _decode_result(encoded: str) -> Picture:
     try:
         data = base64.b64decode(encoded, validate=True)
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=PICTURE_FORMATS) as image:
             return Picture(data, (image.format or "png").lower(), image.width, image.height)
     except (binascii.Error, UnidentifiedImageError, OSError):
         raise ApiError(ApiErrorKind.SERVER_ERROR, "a picture in the images answer could not be read") from None
@@ -479,7 +542,7 @@ def fit_to_limit(picture: Picture, max_bytes: int) -> Picture:
     """The picture as it is when it fits; else re-encoded (JPEG, or WebP to keep transparency) smaller until it does."""
     if len(picture.data) <= max_bytes:
         return picture
-    with Image.open(io.BytesIO(picture.data)) as opened:
+    with Image.open(io.BytesIO(picture.data), formats=PICTURE_FORMATS) as opened:
         transparent = _has_alpha(opened)
         image = opened.convert("RGBA" if transparent else "RGB")
     target = "WEBP" if transparent else "JPEG"
@@ -489,6 +552,21 @@ def fit_to_limit(picture: Picture, max_bytes: int) -> Picture:
             if len(data) <= max_bytes:
                 return Picture(data, target.lower(), image.width, image.height)
         image = _smaller(image, len(data), max_bytes)
+
+
+async def fit_for_discord(
+    jobs: JobRunner, pictures: tuple[Picture, ...], max_bytes: int, *, owner: int
+) -> list[Picture]:
+    """The pictures fitted to the upload limit; re-encoding runs as `owner`'s job, never refused: it is paid for."""
+    too_big = [picture for picture in pictures if len(picture.data) > max_bytes]
+    if not too_big:
+        return list(pictures)
+    cost = sum(picture.width * picture.height for picture in too_big) / 1_000_000 * PICTURE_CPU_PER_MEGAPIXEL
+    return await jobs.run(_fit_all, pictures, max_bytes, owner=owner, cost=cost, label="fit", paid_for=True)
+
+
+def _fit_all(pictures: tuple[Picture, ...], max_bytes: int) -> list[Picture]:
+    return [fit_to_limit(picture, max_bytes) for picture in pictures]
 
 
 @dataclass(frozen=True)
@@ -514,25 +592,37 @@ class DrawRequest:
 
 async def generate_images(api: OpenAIClient, request: DrawRequest, prompt: str, quality: str | None) -> ImageBatch:
     """Draw pictures from a prompt (POST /images/generations)."""
-    body: dict[str, Any] = {**request.fields(), "prompt": prompt, "n": request.count}
-    if quality is not None:
-        body["quality"] = quality
-    return await _call(api.post_json("/images/generations", body, model=request.model))
+
+    async def call(part: DrawRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {**part.fields(), "prompt": prompt, "n": part.count}
+        if quality is not None:
+            body["quality"] = quality
+        return await api.post_json("/images/generations", body, model=part.model)
+
+    return await _in_requests(request, call)
 
 
 async def edit_image(api: OpenAIClient, request: DrawRequest, prompt: str, inputs: EditInputs) -> ImageBatch:
     """Change a picture as the prompt says, where the mask is transparent if there is one (POST /images/edits)."""
-    fields = {**request.fields(), "prompt": prompt}
-    return await _call(api.post_form("/images/edits", _form(fields, inputs.image, inputs.mask), model=request.model))
+
+    async def call(part: DrawRequest) -> dict[str, Any]:
+        fields = {**part.fields(), "prompt": prompt}
+        return await api.post_form("/images/edits", _form(fields, inputs.image, inputs.mask), model=part.model)
+
+    return await _in_requests(request, call)
 
 
 async def vary_image(api: OpenAIClient, request: DrawRequest, image: ImageFile, *, endpoint: bool) -> ImageBatch:
     """Variations of a picture: from the variations endpoint where the server has one, else as an edit."""
     if not endpoint:
         return await edit_image(api, request, VARIATION_PROMPT, EditInputs(image))
-    # The variations endpoint answers with links unless asked, whatever the model.
-    fields = {**request.fields(), "response_format": "b64_json"}
-    return await _call(api.post_form("/images/variations", _form(fields, image, None), model=request.model))
+
+    async def call(part: DrawRequest) -> dict[str, Any]:
+        # The variations endpoint answers with links unless asked, whatever the model.
+        fields = {**part.fields(), "response_format": "b64_json"}
+        return await api.post_form("/images/variations", _form(fields, image, None), model=part.model)
+
+    return await _in_requests(request, call)
 
 
 def _form(fields: dict[str, str], image: ImageFile, mask: ImageFile | None) -> Callable[[], aiohttp.FormData]:
@@ -548,5 +638,25 @@ def _form(fields: dict[str, str], image: ImageFile, mask: ImageFile | None) -> C
     return build
 
 
-async def _call(answer: Awaitable[dict[str, Any]]) -> ImageBatch:
-    return decode_batch(await answer)
+async def _in_requests(request: DrawRequest, call: Callable[[DrawRequest], Awaitable[dict[str, Any]]]) -> ImageBatch:
+    """All the pictures asked for, in as many requests, one after another, as the model needs (DALL·E 3: one each).
+
+    When a later request fails, the pictures already made (and paid for) are kept; the caller notes the shortfall.
+    """
+    per_request = model_family(request.model).max_per_request
+    portions = [per_request] * (request.count // per_request) + [request.count % per_request]
+    batches: list[ImageBatch] = []
+    for count in filter(None, portions):
+        try:
+            batches.append(decode_batch(await call(replace(request, count=count))))
+        except ApiError as error:
+            if not batches:
+                raise
+            log.warning("Stopped drawing with %s after %d requests: %s", request.model, len(batches), error)
+            break
+    return ImageBatch(
+        tuple(picture for batch in batches for picture in batch.pictures),
+        next((batch.revised_prompt for batch in batches if batch.revised_prompt), None),
+        sum(batch.input_tokens for batch in batches),
+        sum(batch.output_tokens for batch in batches),
+    )

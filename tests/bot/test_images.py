@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
 import os
 import re
+import threading
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from PIL import Image
+from PIL import BmpImagePlugin, Image, TgaImagePlugin, TiffImagePlugin
+from PIL.ImageFile import ImageFile as PillowImageFile
 
+from bot import images
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import ApiError, ApiErrorKind, UserError
@@ -34,13 +38,16 @@ from bot.images import (
     decode_batch,
     download_limit,
     edit_image,
+    fit_for_discord,
     fit_to_limit,
     generate_images,
     input_rules,
     offered_options,
     prepare_edit_inputs,
+    prepare_for_endpoint,
     vary_image,
 )
+from bot.jobs import JobRunner, QueueFull, TooManyJobs
 from tests.fakes.openai_server import FakeOpenAI, ImagesReply, moderation_blocked, org_not_verified, quota_exhausted
 
 KEY = "sk-test-key"
@@ -239,6 +246,39 @@ def test_a_format_the_models_do_not_take_is_refused_whatever_its_label() -> None
         prepare_edit_inputs(encode(solid(), "BMP"), None, GPT_INPUT)
 
 
+def spy_on_plugin(monkeypatch: pytest.MonkeyPatch, plugin: type[PillowImageFile]) -> list[str]:
+    """Note every time Pillow lets this plugin parse a file."""
+    parsed: list[str] = []
+    original = plugin._open
+
+    def note_and_open(self: PillowImageFile) -> None:
+        parsed.append(plugin.format)
+        original(self)
+
+    monkeypatch.setattr(plugin, "_open", note_and_open)
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("image_format", "plugin"), [("TIFF", TiffImagePlugin.TiffImageFile), ("BMP", BmpImagePlugin.BmpImageFile)]
+)
+def test_a_picture_in_another_format_is_refused_without_its_plugin_parsing_it(
+    monkeypatch: pytest.MonkeyPatch, image_format: str, plugin: type[PillowImageFile]
+) -> None:
+    parsed = spy_on_plugin(monkeypatch, plugin)
+    data = encode(solid(), image_format)  # a valid file Pillow reads, sent as image/png
+    with pytest.raises(UserError, match=f"The picture is a {image_format} I can't use. Send a PNG, JPEG, WebP or GIF"):
+        prepare_edit_inputs(data, None, GPT_INPUT)
+    assert parsed == []
+
+
+def test_bytes_without_any_signature_reach_no_plugin_that_would_try_anything(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = spy_on_plugin(monkeypatch, TgaImagePlugin.TgaImageFile)  # TGA has no signature: Pillow tries it on all
+    with pytest.raises(UserError, match="can't read the picture"):
+        prepare_edit_inputs(b"a text file, labelled image/png " * 20, None, GPT_INPUT)
+    assert parsed == []
+
+
 def test_a_picture_with_too_many_pixels_is_refused() -> None:
     data = encode(Image.new("1", (8000, 7000)), "PNG")  # 56 megapixels, a few kB as a 1-bit PNG
     with pytest.raises(UserError, match="8000×7000 pixels; I take at most 50 megapixels"):
@@ -338,6 +378,13 @@ def test_an_answer_with_a_broken_picture_is_the_servers_failure() -> None:
         decode_batch({"data": [{"b64_json": "not base64!"}]})
 
 
+def test_a_models_picture_in_another_format_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = spy_on_plugin(monkeypatch, BmpImagePlugin.BmpImageFile)
+    with pytest.raises(ApiError, match="could not be read"):
+        decode_batch({"data": [{"b64_json": b64(encode(solid(), "BMP"))}]})
+    assert parsed == []
+
+
 # Fitting results to Discord's upload limit
 
 
@@ -366,6 +413,74 @@ def test_a_transparent_picture_over_the_limit_becomes_a_webp_that_keeps_transpar
     assert (fitted.format, fitted.extension) == ("webp", "webp")
     assert len(fitted.data) <= 5_000
     assert opened(fitted.data).convert("RGBA").getpixel((0, 0))[3] == 0
+
+
+# Picture work in the job runner
+
+
+@pytest.fixture
+async def jobs() -> AsyncIterator[JobRunner]:
+    runner = JobRunner(workers=1, per_owner=1, max_queued_seconds=10)
+    runner.start()
+    yield runner
+    runner.stop()
+
+
+async def test_pictures_are_prepared_in_the_job_runner(jobs: JobRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+
+    def prepare(*args: object) -> EditInputs:
+        threads.append(threading.current_thread().name)
+        return prepare_edit_inputs(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(images, "prepare_edit_inputs", prepare)
+    data = encode(solid(), "PNG")
+    inputs = await prepare_for_endpoint(jobs, data, mask_png((64, 48)), GPT_INPUT, owner=1)
+    assert inputs.image.data == data
+    assert inputs.mask is not None
+    assert threads == ["jobs-1"]
+
+
+async def test_the_job_is_sized_by_the_pictures_pixels(jobs: JobRunner) -> None:
+    data = encode(Image.new("1", (5000, 5000)), "PNG")  # 25 megapixels in a few kB: about 12 s of work
+    with pytest.raises(QueueFull, match="would take me too long"):
+        await prepare_for_endpoint(jobs, data, None, GPT_INPUT, owner=1)
+
+
+async def test_a_picture_over_the_pixel_limit_is_refused_from_its_header(jobs: JobRunner) -> None:
+    data = encode(Image.new("1", (8000, 7000)), "PNG")  # refused before any job sized by its pixels
+    with pytest.raises(UserError, match="8000×7000 pixels; I take at most 50 megapixels"):
+        await prepare_for_endpoint(jobs, data, None, GPT_INPUT, owner=1)
+
+
+async def test_a_member_preparing_a_picture_already_waits_for_it(jobs: JobRunner) -> None:
+    release = threading.Event()
+    busy = asyncio.ensure_future(jobs.run(release.wait, 5, owner=1, cost=1, label="busy"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(TooManyJobs, match="You already have 1 file being processed"):
+        await prepare_for_endpoint(jobs, encode(solid(), "PNG"), None, GPT_INPUT, owner=1)
+    release.set()
+    await busy
+
+
+async def test_fitting_paid_pictures_is_never_refused(jobs: JobRunner) -> None:
+    release = threading.Event()
+    busy = asyncio.ensure_future(jobs.run(release.wait, 5, owner=1, cost=1, label="busy"))
+    await asyncio.sleep(0.01)
+    big, small = picture_of(noise((512, 512))), picture_of(noise((16, 16)))
+    fitting = asyncio.ensure_future(fit_for_discord(jobs, (big, small), 100_000, owner=1))
+    await asyncio.sleep(0.01)
+    release.set()
+    fitted, kept = await fitting
+    assert (fitted.format, kept) == ("jpeg", small)
+    assert len(fitted.data) <= 100_000
+    await busy
+
+
+async def test_pictures_that_fit_need_no_job(jobs: JobRunner) -> None:
+    jobs.stop()  # a job would fail now
+    pictures = (picture_of(noise((16, 16))),)
+    assert await fit_for_discord(jobs, pictures, 100_000, owner=1) == list(pictures)
 
 
 # Requests to the fake OpenAI server, checked against the spec
@@ -406,6 +521,37 @@ async def test_generation_leaves_out_what_the_user_did_not_choose(api: OpenAICli
 async def test_models_that_answer_with_links_are_asked_for_base64(api: OpenAIClient, fake_openai: FakeOpenAI) -> None:
     await generate_images(api, DrawRequest("dall-e-3"), "a cat", "hd")
     assert fake_openai.requests_to("/images/generations")[0].json["response_format"] == "b64_json"
+
+
+async def test_dall_e_3_makes_the_pictures_asked_for_one_request_each(
+    api: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue("/images/generations", ImagesReply(revised_prompt="A grey cat"), ImagesReply(), ImagesReply())
+    batch = await generate_images(api, DrawRequest("dall-e-3", count=3, size="1024x1024"), "a cat", "hd")
+    sent = fake_openai.requests_to("/images/generations")
+    assert [request.json["n"] for request in sent] == [1, 1, 1]
+    assert {request.json["prompt"] for request in sent} == {"a cat"}
+    assert (len(batch.pictures), batch.size, batch.revised_prompt) == (3, "1024x1024", "A grey cat")
+    assert batch.output_tokens == 3 * 1056  # what the fake bills per picture
+
+
+async def test_when_a_later_request_fails_the_pictures_made_are_kept(
+    api: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue("/images/generations", ImagesReply(), quota_exhausted())
+    batch = await generate_images(api, DrawRequest("dall-e-3", count=3), "a cat", None)
+    assert len(batch.pictures) == 1
+    assert len(fake_openai.requests_to("/images/generations")) == 2  # no third request after the failure
+
+
+async def test_when_the_first_of_several_requests_fails_the_error_reaches_the_caller(
+    api: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue("/images/generations", moderation_blocked())
+    with pytest.raises(ApiError) as caught:
+        await generate_images(api, DrawRequest("dall-e-3", count=2), "something refused", None)
+    assert caught.value.kind is ApiErrorKind.SAFETY_REFUSAL
+    assert len(fake_openai.requests_to("/images/generations")) == 1
 
 
 async def test_the_revised_prompt_comes_back_with_the_pictures(api: OpenAIClient, fake_openai: FakeOpenAI) -> None:
