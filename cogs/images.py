@@ -18,21 +18,19 @@ from bot.images import (
     DrawRequest,
     ImageBatch,
     ImageOptions,
-    Picture,
     check_choices,
     check_prompt,
     check_upload,
     check_variation_size,
     download_limit,
     edit_image,
-    fit_for_discord,
     generate_images,
     input_rules,
     offered_options,
     parse_size,
-    prepare_for_endpoint,
     vary_image,
 )
+from bot.pictures import Picture, fit_for_discord, prepare_for_endpoint
 from bot.render import MESSAGE_LIMIT, truncate, with_notes
 from bot.store import UsageRecord
 
