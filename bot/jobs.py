@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class QueueFull(UserError):
 
 @dataclass(eq=False)
 class _Job:
-    """One submitted call and where its outcome goes; `work` is dropped as soon as it is taken or dropped."""
+    """One submitted call and where its outcome goes; `work` (the call with its bytes) is let go once taken."""
 
     owner: int
     cost: float
@@ -148,6 +149,13 @@ class JobRunner:
             self._ready.notify_all()
         if dropped:
             log.info("Job runner stopped; dropped %d unfinished jobs", len(dropped))
+
+    def join(self, timeout: float) -> bool:
+        """After stop(): wait up to `timeout` seconds (blocking) for the workers to end; whether they all did."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     async def run(
         self,

@@ -441,3 +441,21 @@ async def test_a_transcription_asked_for_while_the_bot_stops_is_refused(
     with pytest.raises(JobsStopped):
         await transcriber.transcribe(voice_message(1.0), "voice-message.ogg", owner=MEMBER, model=MODEL)
     assert fake_openai.requests_to(TRANSCRIPTIONS) == []
+
+
+async def test_a_conversion_under_way_stops_when_the_bot_stops(transcriber: Transcriber, jobs: JobRunner) -> None:
+    converting = asyncio.Event()
+
+    async def progress(step: Progress) -> None:
+        if step.stage is Stage.CONVERTING:
+            converting.set()
+
+    task = asyncio.ensure_future(
+        transcriber.transcribe(long_opus(150 * 60), "lecture.ogg", owner=MEMBER, model=MODEL, on_progress=progress)
+    )
+    await converting.wait()
+    await asyncio.sleep(0.1)  # well into the 20 s or more the conversion takes
+    jobs.stop()
+    with pytest.raises(JobsStopped):
+        await task
+    assert await asyncio.to_thread(jobs.join, 1.0)  # the worker left the conversion at its next packet
