@@ -1,13 +1,13 @@
 """Recordings to text: checking audio and video files, splitting long ones into pieces, transcribing them in order.
 
-Discord-free. Everything PyAV does (decoding, resampling, encoding) is CPU work and runs in a worker thread,
-so the event loop never waits on it.
+Discord-free. Everything PyAV does (reading, decoding, resampling, encoding) is CPU work and runs in the job
+runner's threads, so the event loop never waits on it. A recording's length is read from its header first and
+checked against the budget before anything is decoded: a long file is refused for the price of its header.
 """
 
 from __future__ import annotations
 
 import array
-import asyncio
 import enum
 import io
 import itertools
@@ -28,6 +28,7 @@ from av.container import InputContainer
 
 from bot.api import OpenAIClient
 from bot.errors import ApiError, ApiErrorKind, UserError
+from bot.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,14 @@ PROMPT_TAIL_CHARS = 600
 # playlists) that open further files or URLs named inside the upload. FFmpeg's short demuxer names:
 ALLOWED_DEMUXERS = "aac,ac3,aiff,amr,asf,au,avi,caf,flac,flv,matroska,mov,mp3,mpeg,mpegts,ogg,w64,wav"
 PCM_CODECS = frozenset({"pcm_u8", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le"})
+# What the job runner is told each step costs, in seconds of CPU per second of audio: measured on a 2-core
+# host (Opus 0.7 ms to decode, 3.4 ms to convert; MP3 and WAV less) with room for slower sources such as video.
+DECODE_CPU_PER_SECOND = 0.001
+CONVERT_CPU_PER_SECOND = 0.006
+PROBE_CPU_SECONDS = 0.05  # reading a header takes about a millisecond
+# A file whose header gives no length (live WebM from a browser) is measured by reading its packets without
+# decoding them, about 2 µs each. Three hours of 20 ms packets is 540,000; far more is no real recording.
+MAX_PROBE_PACKETS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -121,11 +130,11 @@ class Upload:
 
 
 @dataclass(frozen=True)
-class Recording:
-    """What a file holds: its length, and the file to upload as it is (None when it must be converted first)."""
+class Probe:
+    """What a file's header says, before anything is decoded: its length, and how to send it unchanged (or None)."""
 
     seconds: float
-    direct_upload: Upload | None
+    direct: DirectFormat | None
 
 
 class Stage(enum.Enum):
@@ -198,29 +207,39 @@ def quietest_cut(pcm: bytes | bytearray, start: int, end: int, rate: int) -> int
 
 
 class ConversionStopped(Exception):
-    """The bot is shutting down: audio work in a worker thread stops at the next packet."""
+    """The bot is shutting down: audio work in the job runner stops at the next packet."""
 
 
-def inspect_recording(data: bytes, filename: str, stopping: threading.Event | None = None) -> Recording:
-    """Check that the file has readable audio and measure it; blocking: call it in a worker thread.
+def probe_recording(data: bytes) -> Probe:
+    """The recording's length as its header tells it (or its packets, read without decoding); blocking.
 
-    Raises UnreadableAudio, NoSoundTrack or AudioTooLong. A file the API takes as it is comes back as
-    `direct_upload`, measured by decoding it whole, which also proves it is not damaged.
+    Raises UnreadableAudio, NoSoundTrack or AudioTooLong. Costs about a millisecond for a file of any length.
     """
     with _open_input(data) as container:
         stream = _audio_stream(container)
-        estimate = container.duration / 1_000_000 if container.duration else 0.0
-        if estimate > MAX_AUDIO_SECONDS:
-            raise AudioTooLong(estimate)
+        seconds = _header_seconds(container, stream)
+        if seconds > MAX_AUDIO_SECONDS:
+            raise AudioTooLong(seconds)
         direct = _direct_format(container, stream)
-        if direct is None or len(data) > MAX_UPLOAD_BYTES or not 0 < estimate <= MAX_UPLOAD_SECONDS:
-            return Recording(estimate, None)
+    if len(data) > MAX_UPLOAD_BYTES or not 0 < seconds <= MAX_UPLOAD_SECONDS:
+        direct = None
+    return Probe(seconds, direct)
+
+
+def measure_recording(
+    data: bytes, filename: str, direct: DirectFormat, stopping: threading.Event | None = None
+) -> Upload | None:
+    """The file to upload as it is, measured by decoding it whole, which also proves it is not damaged; blocking.
+
+    None when it must be converted after all: damaged, or longer than one upload may be.
+    """
+    with _open_input(data) as container:
+        stream = _audio_stream(container)
         samples, damaged = _count_samples(container, stream, stopping)
     seconds = samples / stream.sample_rate
     if damaged or seconds > MAX_UPLOAD_SECONDS:
-        return Recording(seconds, None)  # conversion keeps what decodes and re-measures
-    filename = f"{upload_stem(filename)}.{direct.extension}"
-    return Recording(seconds, Upload(data, filename, direct.content_type, seconds))
+        return None  # conversion keeps what decodes and re-measures
+    return Upload(data, f"{upload_stem(filename)}.{direct.extension}", direct.content_type, seconds)
 
 
 def convert_recording(data: bytes, filename: str, stopping: threading.Event | None = None) -> list[Upload]:
@@ -244,23 +263,17 @@ def convert_recording(data: bytes, filename: str, stopping: threading.Event | No
 class Transcriber:
     """Turns recordings into text with the API's transcription endpoint, converting and splitting as needed."""
 
-    def __init__(self, api: OpenAIClient, *, max_conversions: int = 2) -> None:
+    def __init__(self, api: OpenAIClient, jobs: JobRunner) -> None:
         self._api = api
-        # Each conversion holds a core and up to ~100 MB; more at once would starve the bot.
-        self._conversions = asyncio.Semaphore(max_conversions)
-        # Worker threads cannot be cancelled, and Python waits for them at exit: they check this instead,
-        # so a shutdown in the middle of a long conversion still ends within seconds.
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        """Make audio work still running in worker threads stop at its next packet."""
-        self._stopping.set()
+        # Every step that reads audio runs there: a few at a time for all servers, in turns between members.
+        self._jobs = jobs
 
     async def transcribe(
         self,
         data: bytes,
         filename: str,
         *,
+        owner: int,
         model: str,
         language: str | None = None,
         prompt: str | None = None,
@@ -269,22 +282,20 @@ class Transcriber:
     ) -> Transcript:
         """The transcript of an audio or video file; raises UserError for bad input before any API call.
 
-        `before_upload` is given the recording's length in seconds once it is known, before anything is sent:
-        it may refuse (raise UserError), as the daily audio budget does.
+        `before_upload` is given the recording's length in seconds as its header tells it, before anything is
+        decoded, and again once the audio is measured if it turns out longer, before anything is sent: it may
+        refuse (raise UserError), as the daily audio budget does. `owner` (the member's id) is whose turn the
+        decoding waits for in the job runner.
         """
         if not data:
             raise UserError("That file is empty: there is nothing to transcribe.")
-        recording = await asyncio.to_thread(inspect_recording, data, filename, self._stopping)
-        if recording.direct_upload is not None:
-            uploads = [recording.direct_upload]
-        else:
-            if on_progress is not None:
-                await on_progress(Progress(Stage.CONVERTING, recording.seconds))
-            async with self._conversions:
-                uploads = await asyncio.to_thread(convert_recording, data, filename, self._stopping)
-        seconds = sum(upload.seconds for upload in uploads)
+        probe = await self._jobs.run(probe_recording, data, owner=owner, cost=PROBE_CPU_SECONDS, label="read header")
         if before_upload is not None:
-            await before_upload(seconds)
+            await before_upload(probe.seconds)
+        uploads = await self._uploads(data, filename, probe, owner, on_progress)
+        seconds = sum(upload.seconds for upload in uploads)
+        if before_upload is not None and seconds > probe.seconds:
+            await before_upload(seconds)  # the header said less than there is
         texts: list[str] = []
         for number, upload in enumerate(uploads, start=1):
             if on_progress is not None:
@@ -293,6 +304,26 @@ class Transcriber:
             texts.append(await self._transcribe_upload(upload, model, language, context or None))
         text = " ".join(piece.strip() for piece in texts if piece.strip())
         return Transcript(text, seconds, len(uploads))
+
+    async def _uploads(
+        self, data: bytes, filename: str, probe: Probe, owner: int, on_progress: ProgressCallback | None
+    ) -> list[Upload]:
+        """The file as it is when the API takes it and it decodes cleanly; otherwise converted into pieces."""
+        stopping = self._jobs.stopping
+        if probe.direct is not None:
+            cost = probe.seconds * DECODE_CPU_PER_SECOND
+            upload = await self._jobs.run(
+                measure_recording, data, filename, probe.direct, stopping, owner=owner, cost=cost, label="measure"
+            )
+            if upload is not None:
+                return [upload]
+        if on_progress is not None:
+            await on_progress(Progress(Stage.CONVERTING, probe.seconds))
+        # A length nothing could tell is queued as the longest conversion there may be (it stops there).
+        cost = (probe.seconds or MAX_AUDIO_SECONDS) * CONVERT_CPU_PER_SECOND
+        return await self._jobs.run(
+            convert_recording, data, filename, stopping, owner=owner, cost=cost, label="convert"
+        )
 
     async def _transcribe_upload(self, upload: Upload, model: str, language: str | None, prompt: str | None) -> str:
         def build_form() -> aiohttp.FormData:
@@ -327,6 +358,28 @@ def _audio_stream(container: InputContainer) -> AudioStream:
     if not stream.sample_rate:
         raise UnreadableAudio()
     return stream
+
+
+def _header_seconds(container: InputContainer, stream: AudioStream) -> float:
+    """The length the container states; for one that states none, where its last packet ends."""
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    first: float | None = None
+    end = 0.0
+    try:
+        for count, packet in enumerate(container.demux(stream), start=1):
+            if count > MAX_PROBE_PACKETS:
+                raise UnreadableAudio()
+            if packet.pts is None or packet.time_base is None:
+                continue  # the demuxer's closing empty packet
+            start = float(packet.pts * packet.time_base)
+            first = start if first is None else min(first, start)
+            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+            if end - first > MAX_AUDIO_SECONDS:
+                break  # long enough to refuse: no need to read the rest
+    except av.FFmpegError:
+        pass  # the file breaks off: what was read so far is the estimate, and decoding will tell the rest
+    return end - first if first is not None else 0.0
 
 
 def _direct_format(container: InputContainer, stream: AudioStream) -> DirectFormat | None:

@@ -20,6 +20,7 @@ from bot.access import Gate
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import GENERIC_FAILURE, ApiError, StartupError, UserError
+from bot.jobs import JobRunner
 from bot.moderation import Moderator
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
@@ -89,6 +90,7 @@ class Bot(commands.AutoShardedBot):
     http_session: aiohttp.ClientSession
     gate: Gate
     moderator: Moderator
+    jobs: JobRunner
 
     def __init__(self, settings: Settings) -> None:
         # The bot never joins a voice channel (voice messages are plain attachments), yet discord.py warns
@@ -128,7 +130,7 @@ class Bot(commands.AutoShardedBot):
         log.info("Invite link: %s", self.invite_url(self.application_id))
 
     async def open_services(self) -> None:
-        """Open the store, the HTTP session and what is built on them: the API client, the gate, moderation."""
+        """Open the store, the HTTP session and what is built on them (API client, gate, moderation); start the jobs."""
         try:
             self.store = await open_store(self.settings.database_url, pool_size=self.settings.database_pool_size)
         except (OSError, sqlite3.Error, RuntimeError, asyncpg.PostgresError) as error:
@@ -143,6 +145,8 @@ class Bot(commands.AutoShardedBot):
         )
         self.gate = Gate(self.store, self.settings)
         self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
+        self.jobs = JobRunner()
+        self.jobs.start()
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Parse no prefix commands: the bot has slash commands only, and mentions are chat (cogs/chat.py)."""
@@ -202,7 +206,9 @@ class Bot(commands.AutoShardedBot):
             await asyncio.sleep(wait)
 
     async def close(self) -> None:
-        """Log out, then close the HTTP session and the database."""
+        """Drop unfinished CPU work, log out, then close the HTTP session and the database."""
+        if hasattr(self, "jobs"):
+            self.jobs.stop()  # first: its callers hear why while Discord can still be told
         try:
             await super().close()
         finally:

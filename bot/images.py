@@ -1,38 +1,38 @@
-"""Pictures without Discord: what image models take, checks and conversions of uploads, the API calls, fitting results.
+"""Image models without Discord: what each family takes, checks of requests and uploads, the API calls.
 
-Everything here works on bytes, so tests need neither Discord nor a network. The Pillow work is
-CPU-bound: callers run `prepare_edit_inputs` and `fit_to_limit` in a thread.
+This is the one place that knows models' quirks (sizes, qualities, how many pictures a request may ask for);
+converting the pictures themselves is bot/pictures.py's work.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import logging
-import math
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.errors import ApiError, ApiErrorKind, UserError
+from bot.pictures import (
+    MAX_PICTURE_BYTES,
+    MB,
+    PICTURE_KINDS,
+    PICTURE_TYPES,
+    EditInputs,
+    ImageFile,
+    InputRules,
+    Picture,
+    format_megabytes,
+    read_picture,
+)
 
 log = logging.getLogger(__name__)
 
-MB = 1_000_000  # the API states its limits in MB
-# What Discord's content type says -> the format Pillow must find in the bytes.
-PICTURE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
-PICTURE_KINDS = "PNG, JPEG, WebP or GIF"
-# The largest picture any image model takes (GPT image edits: "less than 50MB").
-MAX_PICTURE_BYTES = 50 * MB
-# Decoding costs about 4 bytes a pixel: a bigger picture could exhaust a small host's memory.
-MAX_INPUT_PIXELS = 50_000_000
 STANDARD_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 GPT_QUALITIES = ("auto", "low", "medium", "high")
 # gpt-image-2's custom sizes (OpenAI spec): edges divisible by 16, aspect ratio within 3:1, at most 3840x2160.
@@ -48,27 +48,8 @@ VARIATION_PROMPT = (
 )
 # Discord offers at most 25 choices per command option.
 MAX_CHOICES = 25
-# A mask whose aspect ratio is this close to the picture's is stretched to fit; a different shape is refused.
-MASK_ASPECT_TOLERANCE = 0.02
-# Results over the upload limit: try these qualities, then shrink by at least this factor, and again.
-SHRINK_QUALITIES = (90, 80, 70)
-SHRINK_SCALE = 0.75
-MIN_SHRUNK_EDGE = 64
-ORIENTATION_TAG = 0x0112  # EXIF
 
-NOTE_GIF_FRAME = "The GIF's first frame was used."
-NOTE_CROPPED = "The picture was cropped to its centre square: this endpoint takes square pictures only."
-
-
-@dataclass(frozen=True)
-class InputRules:
-    """What an endpoint takes as the picture to work on."""
-
-    formats: frozenset[str]  # Pillow formats sent as they are; anything else becomes PNG
-    max_bytes: int
-    square: bool = False  # non-square pictures are cropped to their centre square
-
-
+# What each endpoint takes as the picture to work on.
 GPT_INPUT = InputRules(frozenset({"PNG", "JPEG", "WEBP"}), MAX_PICTURE_BYTES)
 # The variations endpoint and DALL·E 2 edits: "a valid PNG file, less than 4MB, and square".
 SQUARE_PNG_INPUT = InputRules(frozenset({"PNG"}), 4 * MB, square=True)
@@ -88,6 +69,7 @@ class ModelFamily:
     custom_sizes: bool = False  # any WIDTHxHEIGHT within gpt-image-2's limits
     any_size: bool = False  # another server's model: trust the owner's configuration
     answers_base64: bool = True  # GPT image models always do; the others answer with links unless asked
+    max_per_request: int = 10  # `n` the API takes; more pictures take more requests
 
     def accepts_size(self, size: str) -> bool:
         """Whether a request for this size makes sense for the family."""
@@ -99,8 +81,15 @@ class ModelFamily:
 
 GPT_IMAGE = ModelFamily("GPT image", STANDARD_SIZES, GPT_QUALITIES, GPT_INPUT, 32_000)
 GPT_IMAGE_CUSTOM_SIZES = replace(GPT_IMAGE, custom_sizes=True)
+# DALL·E 3 refuses any n but 1 with a 400.
 DALL_E_3 = ModelFamily(
-    "DALL·E 3", ("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), None, 4_000, answers_base64=False
+    "DALL·E 3",
+    ("1024x1024", "1792x1024", "1024x1792"),
+    ("standard", "hd"),
+    None,
+    4_000,
+    answers_base64=False,
+    max_per_request=1,
 )
 DALL_E_2 = ModelFamily("DALL·E 2", VARIATION_SIZES, ("standard",), SQUARE_PNG_INPUT, 1_000, answers_base64=False)
 OTHER_SERVER = ModelFamily(
@@ -213,11 +202,6 @@ def check_variation_size(settings: Settings, size: str | None) -> None:
         raise UserError(f"📐 Variations come in square sizes only: {', '.join(VARIATION_SIZES)}.")
 
 
-def format_megabytes(size: int) -> str:
-    """A byte count as people read it: 62.9 MB, 50 MB, 0.2 MB."""
-    return f"{size / MB:.3g} MB"
-
-
 def check_prompt(prompt: str, model: str) -> None:
     """Refuse a prompt longer than the model takes, before anything slow happens."""
     limit = model_family(model).max_prompt_chars
@@ -257,186 +241,6 @@ def _quoted(filename: str) -> str:
 
 
 @dataclass(frozen=True)
-class ImageFile:
-    """A picture ready to upload to the API."""
-
-    data: bytes
-    filename: str
-    content_type: str
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class EditInputs:
-    """The picture (and mask) to send, and notes for the user about what was changed to make them fit."""
-
-    image: ImageFile
-    mask: ImageFile | None = None
-    notes: tuple[str, ...] = ()
-
-
-UPLOAD_NAMES = {
-    "PNG": ("image.png", "image/png"),
-    "JPEG": ("image.jpg", "image/jpeg"),
-    "WEBP": ("image.webp", "image/webp"),
-}
-
-
-def prepare_edit_inputs(image_data: bytes, mask_data: bytes | None, rules: InputRules) -> EditInputs:
-    """Check downloaded picture (and mask) bytes and convert them to what the endpoint takes.
-
-    The picture goes as it is when the endpoint takes it; otherwise it becomes an upright PNG (GIFs:
-    their first frame), cropped to a square and scaled down where the rules ask. The mask becomes a
-    PNG of the picture's final size whose alpha is the user's; a mask of another shape is refused.
-    """
-    picture, source_format, rotated = _decode(image_data, "picture")
-    notes: list[str] = []
-    if source_format == "GIF":
-        notes.append(NOTE_GIF_FRAME)
-    mask = _mask_for(mask_data, picture.size, notes) if mask_data is not None else None
-    cropped = rules.square and picture.width != picture.height
-    if cropped:
-        box = _centre_square(picture.size)
-        picture = picture.crop(box)
-        mask = mask.crop(box) if mask is not None else None
-        notes.append(NOTE_CROPPED)
-    if source_format in rules.formats and not (rotated or cropped) and len(image_data) <= rules.max_bytes:
-        filename, content_type = UPLOAD_NAMES[source_format]
-        image = ImageFile(image_data, filename, content_type, picture.width, picture.height)
-    else:
-        image = _png_within(picture, rules.max_bytes, notes)
-    if mask is None:
-        return EditInputs(image, None, tuple(notes))
-    if mask.size != (image.width, image.height):
-        mask = mask.resize((image.width, image.height), Image.Resampling.NEAREST)
-    return EditInputs(image, _mask_file(mask), tuple(notes))
-
-
-def _decode(data: bytes, what: str) -> tuple[Image.Image, str, bool]:
-    """Decode a downloaded picture: (the picture upright, its Pillow format, whether it had to be turned)."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns below twice its own pixel limit; either way the picture is refused.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-            source_format = opened.format or ""
-            if source_format not in PICTURE_TYPES.values():
-                raise UserError(f"🖼️ The {what} is a {source_format or 'file'} I can't use. Send a {PICTURE_KINDS}.")
-            if opened.width * opened.height > MAX_INPUT_PIXELS:
-                raise UserError(
-                    f"🖼️ The {what} is {opened.width}×{opened.height} pixels; I take at most "
-                    f"{MAX_INPUT_PIXELS // 1_000_000} megapixels. Scale it down and try again."
-                )
-            opened.load()  # a truncated or corrupt file fails here, before any API call
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(f"🖼️ The {what} has too many pixels for me. Scale it down and try again.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        # Pillow raises SyntaxError for some malformed headers.
-        raise UserError(f"🖼️ I can't read the {what} as a picture; the file may be damaged.") from None
-    # Phone photos are often stored sideways with an EXIF note to turn them: the model must see them upright.
-    rotated = opened.getexif().get(ORIENTATION_TAG, 1) not in (None, 1)
-    return (ImageOps.exif_transpose(opened) if rotated else opened), source_format, rotated
-
-
-def _mask_for(mask_data: bytes, size: tuple[int, int], notes: list[str]) -> Image.Image:
-    """The user's mask as RGBA of `size`: stretched when only its scale differs, refused when its shape does."""
-    mask, _, _ = _decode(mask_data, "mask")
-    mask = mask.convert("RGBA")
-    if mask.size != size:
-        width, height = size
-        if abs(mask.width / mask.height - width / height) > MASK_ASPECT_TOLERANCE * (width / height):
-            raise UserError(
-                f"🎭 The mask is {mask.width}×{mask.height} but the picture is {width}×{height}: their shapes "
-                "differ, so the mask cannot mark the same places. Make the mask from the picture itself."
-            )
-        notes.append(f"The mask was resized from {mask.width}×{mask.height} to the picture's {width}×{height}.")
-        mask = mask.resize(size, Image.Resampling.NEAREST)  # nearest keeps "fully transparent" exact
-    if _lowest_alpha(mask) != 0:
-        raise UserError(
-            "🎭 The mask has no transparent pixels, so it marks nothing to change. Erase the parts to change "
-            "(make them transparent) and save the mask as a PNG."
-        )
-    return mask
-
-
-def _mask_file(mask: Image.Image) -> ImageFile:
-    """The mask as a PNG that keeps only its alpha: small, and well under the 4 MB masks may have."""
-    alpha_only = Image.new("RGBA", mask.size)
-    alpha_only.putalpha(mask.getchannel("A"))
-    return ImageFile(_encode(alpha_only, "PNG"), "mask.png", "image/png", mask.width, mask.height)
-
-
-def _centre_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
-    width, height = size
-    edge = min(width, height)
-    left, top = (width - edge) // 2, (height - edge) // 2
-    return left, top, left + edge, top + edge
-
-
-def _png_within(picture: Image.Image, max_bytes: int, notes: list[str]) -> ImageFile:
-    """The picture as a PNG of at most `max_bytes`, scaled down as far as needed."""
-    image = picture.convert("RGBA" if _has_alpha(picture) else "RGB")
-    original = image.size
-    while True:
-        data = _encode(image, "PNG")
-        if len(data) <= max_bytes:
-            break
-        image = _smaller(image, len(data), max_bytes)
-    if image.size != original:
-        notes.append(
-            f"The picture was scaled down to {image.width}×{image.height} to fit the API's "
-            f"{format_megabytes(max_bytes)} limit."
-        )
-    return ImageFile(data, "image.png", "image/png", image.width, image.height)
-
-
-def _smaller(image: Image.Image, current_bytes: int, max_bytes: int) -> Image.Image:
-    """The image scaled down about as far as its encoded size says it must, and at least by SHRINK_SCALE."""
-    # Encoded size grows roughly with the pixel count, so the edges shrink with its square root.
-    scale = min(SHRINK_SCALE, 0.95 * math.sqrt(max_bytes / current_bytes))
-    width, height = round(image.width * scale), round(image.height * scale)
-    if min(width, height) < MIN_SHRUNK_EDGE:
-        raise ValueError(f"a {image.width}x{image.height} picture cannot be made to fit {max_bytes} bytes")
-    return image.resize((width, height), Image.Resampling.LANCZOS)
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    """Whether any pixel is less than fully opaque."""
-    if "A" not in image.getbands() and "transparency" not in image.info:
-        return False
-    return _lowest_alpha(image) < 255
-
-
-def _lowest_alpha(image: Image.Image) -> int:
-    """The alpha of the most transparent pixel (255: fully opaque)."""
-    # One band's extrema are (lowest, highest); Pillow types them for every band count at once.
-    lowest, _ = cast(tuple[int, int], image.convert("RGBA").getchannel("A").getextrema())
-    return lowest
-
-
-def _encode(image: Image.Image, image_format: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class Picture:
-    """A picture the model made."""
-
-    data: bytes
-    format: str  # png, jpeg or webp
-    width: int
-    height: int
-
-    @property
-    def extension(self) -> str:
-        """The file extension people expect for the format."""
-        return "jpg" if self.format == "jpeg" else self.format
-
-
-@dataclass(frozen=True)
 class ImageBatch:
     """The pictures of one API call and what the model said about them."""
 
@@ -468,27 +272,9 @@ def decode_batch(body: dict[str, Any]) -> ImageBatch:
 
 def _decode_result(encoded: str) -> Picture:
     try:
-        data = base64.b64decode(encoded, validate=True)
-        with Image.open(io.BytesIO(data)) as image:
-            return Picture(data, (image.format or "png").lower(), image.width, image.height)
-    except (binascii.Error, UnidentifiedImageError, OSError):
+        return read_picture(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, OSError):  # Pillow's UnidentifiedImageError is an OSError
         raise ApiError(ApiErrorKind.SERVER_ERROR, "a picture in the images answer could not be read") from None
-
-
-def fit_to_limit(picture: Picture, max_bytes: int) -> Picture:
-    """The picture as it is when it fits; else re-encoded (JPEG, or WebP to keep transparency) smaller until it does."""
-    if len(picture.data) <= max_bytes:
-        return picture
-    with Image.open(io.BytesIO(picture.data)) as opened:
-        transparent = _has_alpha(opened)
-        image = opened.convert("RGBA" if transparent else "RGB")
-    target = "WEBP" if transparent else "JPEG"
-    while True:
-        for quality in SHRINK_QUALITIES:
-            data = _encode(image, target, quality=quality)
-            if len(data) <= max_bytes:
-                return Picture(data, target.lower(), image.width, image.height)
-        image = _smaller(image, len(data), max_bytes)
 
 
 @dataclass(frozen=True)
@@ -514,25 +300,37 @@ class DrawRequest:
 
 async def generate_images(api: OpenAIClient, request: DrawRequest, prompt: str, quality: str | None) -> ImageBatch:
     """Draw pictures from a prompt (POST /images/generations)."""
-    body: dict[str, Any] = {**request.fields(), "prompt": prompt, "n": request.count}
-    if quality is not None:
-        body["quality"] = quality
-    return await _call(api.post_json("/images/generations", body, model=request.model))
+
+    async def call(part: DrawRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {**part.fields(), "prompt": prompt, "n": part.count}
+        if quality is not None:
+            body["quality"] = quality
+        return await api.post_json("/images/generations", body, model=part.model)
+
+    return await _in_requests(request, call)
 
 
 async def edit_image(api: OpenAIClient, request: DrawRequest, prompt: str, inputs: EditInputs) -> ImageBatch:
     """Change a picture as the prompt says, where the mask is transparent if there is one (POST /images/edits)."""
-    fields = {**request.fields(), "prompt": prompt}
-    return await _call(api.post_form("/images/edits", _form(fields, inputs.image, inputs.mask), model=request.model))
+
+    async def call(part: DrawRequest) -> dict[str, Any]:
+        fields = {**part.fields(), "prompt": prompt}
+        return await api.post_form("/images/edits", _form(fields, inputs.image, inputs.mask), model=part.model)
+
+    return await _in_requests(request, call)
 
 
 async def vary_image(api: OpenAIClient, request: DrawRequest, image: ImageFile, *, endpoint: bool) -> ImageBatch:
     """Variations of a picture: from the variations endpoint where the server has one, else as an edit."""
     if not endpoint:
         return await edit_image(api, request, VARIATION_PROMPT, EditInputs(image))
-    # The variations endpoint answers with links unless asked, whatever the model.
-    fields = {**request.fields(), "response_format": "b64_json"}
-    return await _call(api.post_form("/images/variations", _form(fields, image, None), model=request.model))
+
+    async def call(part: DrawRequest) -> dict[str, Any]:
+        # The variations endpoint answers with links unless asked, whatever the model.
+        fields = {**part.fields(), "response_format": "b64_json"}
+        return await api.post_form("/images/variations", _form(fields, image, None), model=part.model)
+
+    return await _in_requests(request, call)
 
 
 def _form(fields: dict[str, str], image: ImageFile, mask: ImageFile | None) -> Callable[[], aiohttp.FormData]:
@@ -548,5 +346,25 @@ def _form(fields: dict[str, str], image: ImageFile, mask: ImageFile | None) -> C
     return build
 
 
-async def _call(answer: Awaitable[dict[str, Any]]) -> ImageBatch:
-    return decode_batch(await answer)
+async def _in_requests(request: DrawRequest, call: Callable[[DrawRequest], Awaitable[dict[str, Any]]]) -> ImageBatch:
+    """All the pictures asked for, in as many requests, one after another, as the model needs (DALL·E 3: one each).
+
+    When a later request fails, the pictures already made (and paid for) are kept; the caller notes the shortfall.
+    """
+    per_request = model_family(request.model).max_per_request
+    portions = [per_request] * (request.count // per_request) + [request.count % per_request]
+    batches: list[ImageBatch] = []
+    for count in filter(None, portions):
+        try:
+            batches.append(decode_batch(await call(replace(request, count=count))))
+        except ApiError as error:
+            if not batches:
+                raise
+            log.warning("Stopped drawing with %s after %d requests: %s", request.model, len(batches), error)
+            break
+    return ImageBatch(
+        tuple(picture for batch in batches for picture in batch.pictures),
+        next((batch.revised_prompt for batch in batches if batch.revised_prompt), None),
+        sum(batch.input_tokens for batch in batches),
+        sum(batch.output_tokens for batch in batches),
+    )

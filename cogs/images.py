@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Sequence
@@ -19,21 +18,19 @@ from bot.images import (
     DrawRequest,
     ImageBatch,
     ImageOptions,
-    Picture,
     check_choices,
     check_prompt,
     check_upload,
     check_variation_size,
     download_limit,
     edit_image,
-    fit_to_limit,
     generate_images,
     input_rules,
     offered_options,
     parse_size,
-    prepare_edit_inputs,
     vary_image,
 )
+from bot.pictures import Picture, fit_for_discord, prepare_for_endpoint
 from bot.render import MESSAGE_LIMIT, truncate, with_notes
 
 log = logging.getLogger(__name__)
@@ -148,7 +145,7 @@ class Images(commands.Cog):
             await self._moderate(interaction, prompt)
             image_data = await _download(image)
             mask_data = await _download(mask) if mask is not None else None
-            inputs = await asyncio.to_thread(prepare_edit_inputs, image_data, mask_data, rules)
+            inputs = await prepare_for_endpoint(self.bot.jobs, image_data, mask_data, rules, owner=interaction.user.id)
             request = self._request(interaction, model, count, size)
             batch = await edit_image(self.bot.api, request, prompt, inputs)
             headline = f"🖌️ {interaction.user.mention} edited a picture"
@@ -166,7 +163,8 @@ class Images(commands.Cog):
         # What the pictures will use is held against today's budgets until they are in the ledger.
         async with await self._admit(interaction, count) as admission:
             await _start_drawing(interaction)
-            inputs = await asyncio.to_thread(prepare_edit_inputs, await _download(image), None, rules)
+            image_data = await _download(image)
+            inputs = await prepare_for_endpoint(self.bot.jobs, image_data, None, rules, owner=interaction.user.id)
             request = self._request(interaction, model, count, size)
             batch = await vary_image(self.bot.api, request, inputs.image, endpoint=settings.image_variations_endpoint)
             headline = f"🔀 {interaction.user.mention} asked for variations of a picture"
@@ -246,7 +244,7 @@ class Images(commands.Cog):
             interaction.guild_id,
         )
         limit = interaction.filesize_limit
-        sent = await asyncio.to_thread(lambda: [fit_to_limit(picture, limit) for picture in batch.pictures])
+        sent = await fit_for_discord(self.bot.jobs, batch.pictures, limit, owner=interaction.user.id)
         notes = [*notes, *delivery_notes(request.count, batch.pictures, sent)]
         files = [
             discord.File(io.BytesIO(picture.data), filename=f"image-{number}.{picture.extension}")

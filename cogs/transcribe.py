@@ -125,7 +125,7 @@ class Transcription(commands.Cog):
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
-        self.transcriber = Transcriber(bot.api)
+        self.transcriber = Transcriber(bot.api, bot.jobs)
         # Context menus cannot be declared inside a cog class: made here, added to the tree in cog_load.
         self.transcribe_menu = app_commands.ContextMenu(name="Transcribe", callback=self.transcribe_message)
 
@@ -134,9 +134,8 @@ class Transcription(commands.Cog):
         self.bot.tree.add_command(self.transcribe_menu)
 
     async def cog_unload(self) -> None:
-        """Take the context menu off the tree with the cog, and stop audio work still running (the bot is closing)."""
+        """Take the context menu off the tree with the cog (audio work still running stops with the bot's jobs)."""
         self.bot.tree.remove_command(self.transcribe_menu.name, type=self.transcribe_menu.type)
-        self.transcriber.stop()
 
     @app_commands.command(name="transcribe", description="Get the transcript of an audio or video file.")
     @app_commands.describe(
@@ -399,6 +398,7 @@ class Transcription(commands.Cog):
         transcript = await self.transcriber.transcribe(
             data,
             filename,
+            owner=user_id,
             model=model,
             language=language,
             prompt=prompt,

@@ -1,11 +1,10 @@
-"""Pictures without Discord: model families, upload checks, conversions, API requests, fitting results."""
+"""Image models without Discord: families and their choices, upload checks, answers, requests to the fake API."""
 
 from __future__ import annotations
 
 import base64
 import io
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
 
@@ -19,14 +18,9 @@ from bot.errors import ApiError, ApiErrorKind, UserError
 from bot.images import (
     GPT_INPUT,
     MB,
-    PNG_INPUT,
     SQUARE_PNG_INPUT,
     VARIATION_PROMPT,
     DrawRequest,
-    EditInputs,
-    ImageFile,
-    InputRules,
-    Picture,
     check_choices,
     check_prompt,
     check_upload,
@@ -34,13 +28,12 @@ from bot.images import (
     decode_batch,
     download_limit,
     edit_image,
-    fit_to_limit,
     generate_images,
     input_rules,
     offered_options,
-    prepare_edit_inputs,
     vary_image,
 )
+from bot.pictures import EditInputs, ImageFile
 from tests.fakes.openai_server import FakeOpenAI, ImagesReply, moderation_blocked, org_not_verified, quota_exhausted
 
 KEY = "sk-test-key"
@@ -58,17 +51,6 @@ def encode(image: Image.Image, image_format: str, **options: object) -> bytes:
 
 def solid(size: tuple[int, int] = (64, 48), colour: tuple[int, ...] = (200, 30, 30), mode: str = "RGB") -> Image.Image:
     return Image.new(mode, size, colour)
-
-
-def noise(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
-    """Random pixels: they barely compress, so encoded sizes are predictable and large."""
-    return Image.frombytes(mode, size, os.urandom(size[0] * size[1] * len(mode)))
-
-
-def opened(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def mask_png(size: tuple[int, int], hole: tuple[int, int, int, int] | None = (0, 0, 8, 8)) -> bytes:
@@ -198,132 +180,6 @@ def test_the_download_cap_lowers_the_limit() -> None:
     assert download_limit(settings(MAX_DOWNLOAD_MB="8")) == 8 * MB
 
 
-# Checks and conversions of downloaded pictures
-
-
-def test_a_picture_the_endpoint_takes_goes_unchanged() -> None:
-    for image_format, filename in (("PNG", "image.png"), ("JPEG", "image.jpg"), ("WEBP", "image.webp")):
-        data = encode(solid(), image_format)
-        inputs = prepare_edit_inputs(data, None, GPT_INPUT)
-        assert (inputs.image.data, inputs.image.filename, inputs.notes) == (data, filename, ())
-
-
-@pytest.mark.parametrize("image_format", ["JPEG", "WEBP"])
-def test_jpeg_and_webp_become_png_where_the_endpoint_needs_png(image_format: str) -> None:
-    inputs = prepare_edit_inputs(encode(solid((40, 30)), image_format), None, PNG_INPUT)
-    assert (inputs.image.filename, inputs.image.content_type) == ("image.png", "image/png")
-    assert opened(inputs.image.data).format == "PNG"
-    assert opened(inputs.image.data).size == (40, 30)
-
-
-def test_a_gif_becomes_its_first_frame_as_png() -> None:
-    frames = [solid(colour=(255, 0, 0)), solid(colour=(0, 0, 255))]
-    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
-    inputs = prepare_edit_inputs(data, None, GPT_INPUT)
-    picture = opened(inputs.image.data).convert("RGB")
-    assert picture.getpixel((0, 0)) == (255, 0, 0)
-    assert "The GIF's first frame was used." in inputs.notes
-
-
-def test_a_sideways_phone_photo_is_sent_upright() -> None:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored sideways: turn 90° clockwise to view
-    data = encode(solid((60, 20)), "JPEG", exif=exif)
-    inputs = prepare_edit_inputs(data, None, GPT_INPUT)
-    assert (inputs.image.width, inputs.image.height) == (20, 60)
-    assert opened(inputs.image.data).size == (20, 60)
-
-
-def test_bytes_that_are_no_picture_are_refused() -> None:
-    with pytest.raises(UserError, match="can't read the picture"):
-        prepare_edit_inputs(b"just some text, labelled image/png", None, GPT_INPUT)
-
-
-def test_a_truncated_picture_is_refused() -> None:
-    data = encode(noise((64, 64)), "PNG")
-    with pytest.raises(UserError, match="damaged"):
-        prepare_edit_inputs(data[: len(data) // 2], None, GPT_INPUT)
-
-
-def test_a_format_the_models_do_not_take_is_refused_whatever_its_label() -> None:
-    with pytest.raises(UserError, match="BMP I can't use"):
-        prepare_edit_inputs(encode(solid(), "BMP"), None, GPT_INPUT)
-
-
-def test_a_picture_with_too_many_pixels_is_refused() -> None:
-    data = encode(Image.new("1", (8000, 7000)), "PNG")  # 56 megapixels, a few kB as a 1-bit PNG
-    with pytest.raises(UserError, match="8000×7000 pixels; I take at most 50 megapixels"):
-        prepare_edit_inputs(data, None, GPT_INPUT)
-
-
-def test_square_only_endpoints_get_the_centre_square() -> None:
-    picture = Image.new("RGB", (90, 30), (255, 0, 0))
-    picture.paste((0, 255, 0), (30, 0, 60, 30))  # the centre square is green
-    inputs = prepare_edit_inputs(encode(picture, "PNG"), None, SQUARE_PNG_INPUT)
-    result = opened(inputs.image.data).convert("RGB")
-    assert result.size == (30, 30)
-    assert {result.getpixel((0, 0)), result.getpixel((29, 29))} == {(0, 255, 0)}
-    assert any("centre square" in note for note in inputs.notes)
-
-
-def test_a_picture_over_the_endpoint_limit_is_scaled_down_to_fit() -> None:
-    rules = InputRules(frozenset({"PNG"}), 60_000)
-    inputs = prepare_edit_inputs(encode(noise((256, 256)), "PNG"), None, rules)
-    assert len(inputs.image.data) <= 60_000
-    assert inputs.image.width < 256
-    assert opened(inputs.image.data).size == (inputs.image.width, inputs.image.height)
-    assert any("scaled down" in note for note in inputs.notes)
-
-
-def test_a_mask_of_the_pictures_size_keeps_its_transparency_as_png() -> None:
-    inputs = prepare_edit_inputs(encode(solid((64, 48)), "JPEG"), mask_png((64, 48)), GPT_INPUT)
-    assert inputs.mask is not None
-    mask = opened(inputs.mask.data)
-    assert (mask.format, mask.mode, mask.size) == ("PNG", "RGBA", (64, 48))
-    assert mask.getpixel((0, 0))[3] == 0
-    assert mask.getpixel((40, 40))[3] == 255
-    assert inputs.notes == ()
-
-
-def test_a_mask_of_the_same_shape_but_another_scale_is_resized() -> None:
-    inputs = prepare_edit_inputs(encode(solid((64, 48)), "PNG"), mask_png((32, 24), (0, 0, 4, 4)), GPT_INPUT)
-    assert inputs.mask is not None
-    mask = opened(inputs.mask.data)
-    assert mask.size == (64, 48)
-    assert mask.getpixel((7, 7))[3] == 0
-    assert mask.getpixel((9, 9))[3] == 255
-    assert "The mask was resized from 32×24 to the picture's 64×48." in inputs.notes
-
-
-def test_a_mask_of_another_shape_is_refused() -> None:
-    with pytest.raises(UserError, match="The mask is 48×48 but the picture is 64×48: their shapes differ"):
-        prepare_edit_inputs(encode(solid((64, 48)), "PNG"), mask_png((48, 48)), GPT_INPUT)
-
-
-def test_a_mask_without_transparent_pixels_is_refused() -> None:
-    with pytest.raises(UserError, match="no transparent pixels"):
-        prepare_edit_inputs(encode(solid((64, 48)), "PNG"), encode(solid((64, 48)), "JPEG"), GPT_INPUT)
-
-
-def test_a_webp_mask_with_transparency_becomes_png() -> None:
-    mask = Image.new("RGBA", (64, 48), (255, 255, 255, 255))
-    mask.paste((0, 0, 0, 0), (0, 0, 10, 10))
-    inputs = prepare_edit_inputs(encode(solid((64, 48)), "PNG"), encode(mask, "WEBP", lossless=True), GPT_INPUT)
-    assert inputs.mask is not None
-    assert (opened(inputs.mask.data).format, inputs.mask.filename) == ("PNG", "mask.png")
-
-
-def test_the_mask_follows_the_picture_when_it_is_cropped_and_scaled() -> None:
-    rules = InputRules(frozenset({"PNG"}), 40_000, square=True)
-    inputs = prepare_edit_inputs(encode(noise((240, 160)), "PNG"), mask_png((240, 160), (40, 0, 60, 20)), rules)
-    assert inputs.mask is not None
-    mask = opened(inputs.mask.data)
-    assert mask.size == (inputs.image.width, inputs.image.height)
-    assert inputs.image.width < 160
-    assert mask.getpixel((0, 0))[3] == 0  # the hole sat at the left edge of the centre square
-    assert mask.getpixel((mask.width - 1, mask.height - 1))[3] == 255
-
-
 # Answers of the images endpoints
 
 
@@ -347,36 +203,6 @@ def test_an_answer_with_only_links_is_the_servers_failure() -> None:
 def test_an_answer_with_a_broken_picture_is_the_servers_failure() -> None:
     with pytest.raises(ApiError, match="could not be read"):
         decode_batch({"data": [{"b64_json": "not base64!"}]})
-
-
-# Fitting results to Discord's upload limit
-
-
-def picture_of(image: Image.Image) -> Picture:
-    return Picture(encode(image, "PNG"), "png", image.width, image.height)
-
-
-def test_a_picture_within_the_limit_is_sent_as_it_is() -> None:
-    picture = picture_of(noise((64, 64)))
-    assert fit_to_limit(picture, len(picture.data)) is picture
-
-
-def test_an_opaque_picture_over_the_limit_becomes_a_jpeg_that_fits() -> None:
-    picture = picture_of(noise((512, 512)))
-    fitted = fit_to_limit(picture, 100_000)
-    assert fitted.format == "jpeg"
-    assert len(fitted.data) <= 100_000
-    assert opened(fitted.data).format == "JPEG"
-    assert opened(fitted.data).size == (fitted.width, fitted.height)
-
-
-def test_a_transparent_picture_over_the_limit_becomes_a_webp_that_keeps_transparency() -> None:
-    image = noise((256, 256), "RGBA")
-    image.putalpha(Image.new("L", image.size, 0))
-    fitted = fit_to_limit(picture_of(image), 5_000)
-    assert (fitted.format, fitted.extension) == ("webp", "webp")
-    assert len(fitted.data) <= 5_000
-    assert opened(fitted.data).convert("RGBA").getpixel((0, 0))[3] == 0
 
 
 # Requests to the fake OpenAI server, checked against the spec
@@ -417,6 +243,37 @@ async def test_generation_leaves_out_what_the_user_did_not_choose(api: OpenAICli
 async def test_models_that_answer_with_links_are_asked_for_base64(api: OpenAIClient, fake_openai: FakeOpenAI) -> None:
     await generate_images(api, DrawRequest("dall-e-3"), "a cat", "hd")
     assert fake_openai.requests_to("/images/generations")[0].json["response_format"] == "b64_json"
+
+
+async def test_dall_e_3_makes_the_pictures_asked_for_one_request_each(
+    api: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue("/images/generations", ImagesReply(revised_prompt="A grey cat"), ImagesReply(), ImagesReply())
+    batch = await generate_images(api, DrawRequest("dall-e-3", count=3, size="1024x1024"), "a cat", "hd")
+    sent = fake_openai.requests_to("/images/generations")
+    assert [request.json["n"] for request in sent] == [1, 1, 1]
+    assert {request.json["prompt"] for request in sent} == {"a cat"}
+    assert (len(batch.pictures), batch.size, batch.revised_prompt) == (3, "1024x1024", "A grey cat")
+    assert batch.output_tokens == 3 * 1056  # what the fake bills per picture
+
+
+async def test_when_a_later_request_fails_the_pictures_made_are_kept(
+    api: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue("/images/generations", ImagesReply(), quota_exhausted())
+    batch = await generate_images(api, DrawRequest("dall-e-3", count=3), "a cat", None)
+    assert len(batch.pictures) == 1
+    assert len(fake_openai.requests_to("/images/generations")) == 2  # no third request after the failure
+
+
+async def test_when_the_first_of_several_requests_fails_the_error_reaches_the_caller(
+    api: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue("/images/generations", moderation_blocked())
+    with pytest.raises(ApiError) as caught:
+        await generate_images(api, DrawRequest("dall-e-3", count=2), "something refused", None)
+    assert caught.value.kind is ApiErrorKind.SAFETY_REFUSAL
+    assert len(fake_openai.requests_to("/images/generations")) == 1
 
 
 async def test_the_revised_prompt_comes_back_with_the_pictures(api: OpenAIClient, fake_openai: FakeOpenAI) -> None:

@@ -9,7 +9,7 @@ from discord import app_commands
 
 from bot.bot import Bot
 from bot.config import Settings
-from bot.images import Picture
+from bot.pictures import Picture
 from bot.render import MESSAGE_LIMIT
 from cogs.images import Images, caption, delivery_notes, quality_label, size_label
 
