@@ -364,7 +364,7 @@ class Transcription(commands.Cog):
     ) -> Admission:
         """Pass the gate: access, rate, and the daily audio budget for the length Discord knows."""
         # Discord knows the length of voice messages only; other files are checked against the budget once
-        # decoded, before anything is sent (the before_upload hook in _transcribe_attachment).
+        # their header is read, before any conversion (the before_upload hook in _transcribe_attachment).
         return await self.bot.gate.admit(
             "audio",
             user_id=user.id,
