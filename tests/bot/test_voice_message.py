@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
 import logging
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import discord
 import pytest
 from aiohttp import BodyPartReader, web
@@ -223,7 +225,13 @@ async def test_a_voice_message_is_one_flagged_ogg_attachment_with_duration_and_w
     assert "content" not in post.payload
     [file] = post.files()
     assert (file.name, file.filename, file.content_type) == ("files[0]", "voice-message.ogg", "audio/ogg")
-    assert file.data == recording.data and file.data.startswith(b"OggS")
+    assert file.data == recording.data
+    with av.open(io.BytesIO(file.data)) as ogg:  # what listeners' clients play: 48 kHz mono Opus of the stated length
+        stream = ogg.streams.audio[0]
+        seconds = sum(frame.samples for frame in ogg.decode(stream)) / stream.sample_rate
+        found = (ogg.format.name, stream.codec_context.name, stream.sample_rate, stream.channels)
+    assert found == ("ogg", "opus", 48_000, 1)
+    assert seconds == pytest.approx(recording.duration_secs, abs=0.02)
     assert isinstance(recording.duration_secs, float) and len(base64.b64decode(recording.waveform)) <= 256
     # What discord.py (and so the bot) makes of Discord's answer:
     assert sent.flags.voice and sent.content == ""
