@@ -162,6 +162,23 @@ class OpenAIClient:
         async with self._open("POST", path, model, json_body=body) as response:
             return await self._read_json(response)
 
+    async def post_json_for_bytes(self, path: str, body: Mapping[str, Any], *, model: str | None = None) -> bytes:
+        """POST a JSON body and return the raw answer (such as audio), with retries.
+
+        The body may stream for as long as the server needs to make it (speech arrives as it is spoken), so the
+        timeout bounds each wait for more data, not the whole transfer.
+        """
+        async with self._open("POST", path, model, json_body=body) as response:
+            data = bytearray()
+            try:
+                while chunk := await asyncio.wait_for(response.content.readany(), self._timeout):
+                    data += chunk
+            except aiohttp.ClientError as exc:
+                raise ApiError(ApiErrorKind.SERVER_ERROR, f"unreadable answer: {type(exc).__name__}") from None
+            except TimeoutError:
+                raise ApiError(ApiErrorKind.TIMEOUT, "the answer stopped arriving") from None
+            return bytes(data)
+
     async def post_form(
         self, path: str, build_form: Callable[[], aiohttp.FormData], *, model: str | None = None
     ) -> dict[str, Any]:

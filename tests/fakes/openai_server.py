@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
+import functools
 import itertools
 import json
+import math
 import re
 import struct
+import sys
 import time
 import zlib
 from collections import defaultdict, deque
@@ -19,9 +23,18 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from multidict import CIMultiDict
 
+from tests.fakes.audio_fixtures import encoded_file
 from tests.fakes.openapi import OpenApiValidator
 
-DEFAULT_MODELS = ("gpt-5-mini", "gpt-5", "gpt-image-2", "gpt-transcribe", "omni-moderation-latest")
+DEFAULT_MODELS = (
+    "gpt-5-mini",
+    "gpt-5",
+    "gpt-image-2",
+    "gpt-transcribe",
+    "omni-moderation-latest",
+    "gpt-4o-mini-tts",
+    "tts-1",
+)
 # The real server identifies the audio format by the filename's extension.
 AUDIO_EXTENSIONS = frozenset({"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm"})
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
@@ -48,6 +61,25 @@ SHUTDOWN_SECONDS = 0.05
 MAX_BODY_BYTES = 64 * 1024 * 1024
 # The real API refuses message names outside this pattern, though the spec does not say so.
 CHAT_NAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
+# Speech: OpenAI's voices speak at 24 kHz; the fake's voice says this many characters a second (configurable).
+SPEECH_SAMPLE_RATE = 24_000
+SPEECH_CHARS_PER_SECOND = 15.0
+MAX_SPEECH_INPUT_CHARS = 4096
+# response_format -> (FFmpeg muxer, encoder, Content-Type); pcm is headerless 16-bit little-endian samples.
+SPEECH_FORMATS = {
+    "mp3": ("mp3", "libmp3lame", "audio/mpeg"),
+    "opus": ("ogg", "libopus", "audio/ogg"),
+    "aac": ("adts", "aac", "audio/aac"),
+    "flac": ("flac", "flac", "audio/flac"),
+    "wav": ("wav", "pcm_s16le", "audio/wav"),
+    "pcm": ("", "", "audio/pcm"),
+}
+# The fake voice: syllables of a buzzing 150 Hz tone at these loudnesses (of full scale), then a breath's pause.
+SPEECH_PITCH_HZ = 150.0
+SYLLABLE_LEVELS = (0.5, 0.3, 0.42, 0.22, 0.38)
+SYLLABLE_SECONDS = 0.2
+SYLLABLE_GAP_SECONDS = 0.06
+PHRASE_PAUSE_SECONDS = 0.4
 
 
 @dataclass(frozen=True)
@@ -130,7 +162,28 @@ class ModerationReply:
     categories: Sequence[str] = ()
 
 
-Behaviour = Reply | ApiErrorReply | Hang | StreamCut | StreamError | ImagesReply | TranscriptReply | ModerationReply
+@dataclass(frozen=True)
+class SpeechReply:
+    """A speech answer `seconds` long (default: as long as the input takes to say) in `response_format`.
+
+    The format defaults to the requested one; setting it plays a server that ignores the request and sends its own.
+    """
+
+    seconds: float | None = None
+    response_format: str | None = None
+
+
+Behaviour = (
+    Reply
+    | ApiErrorReply
+    | Hang
+    | StreamCut
+    | StreamError
+    | ImagesReply
+    | TranscriptReply
+    | ModerationReply
+    | SpeechReply
+)
 Handler = Callable[[web.Request, RecordedRequest, Any], Awaitable[web.StreamResponse]]
 
 
@@ -226,6 +279,7 @@ class FakeOpenAI:
         self.models = list(DEFAULT_MODELS)
         self.stream_chunk_chars = 8
         self.chunk_delay = 0.0
+        self.speech_chars_per_second = SPEECH_CHARS_PER_SECOND
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.violations: list[str] = []
@@ -243,6 +297,7 @@ class FakeOpenAI:
             "/images/variations": images,
             "/audio/transcriptions": ("POST", self._transcription, (TranscriptReply,)),
             "/moderations": ("POST", self._moderation, (ModerationReply,)),
+            "/audio/speech": ("POST", self._speech, (SpeechReply,)),
         }
 
     async def start(self) -> None:
@@ -458,6 +513,70 @@ class FakeOpenAI:
         results = [result] * (len(inputs) if isinstance(inputs, list) else 1)
         model = recorded.json.get("model") or "omni-moderation-latest"
         return web.json_response({"id": f"modr-fake{next(self._ids)}", "model": model, "results": results})
+
+    def speech_seconds(self, text: str) -> float:
+        """How long the fake voice takes to say `text`: what a test can expect of a speech answer."""
+        return len(text) / self.speech_chars_per_second
+
+    async def _speech(
+        self, request: web.Request, recorded: RecordedRequest, behaviour: SpeechReply | None
+    ) -> web.StreamResponse:
+        """POST /audio/speech: speech-like audio, as long as the input takes to say, in the requested format."""
+        body = recorded.json
+        refusal = self._speech_refusal(body)
+        if refusal is not None:
+            return _error_response(refusal)
+        behaviour = behaviour or SpeechReply()
+        response_format = behaviour.response_format or body.get("response_format") or "mp3"
+        seconds = behaviour.seconds if behaviour.seconds is not None else self.speech_seconds(body["input"])
+        audio, content_type = speech_audio(seconds, response_format)
+        return web.Response(body=audio, content_type=content_type)
+
+    def _speech_refusal(self, body: dict[str, Any]) -> ApiErrorReply | None:
+        """What the real server refuses beyond the spec; `instructions` for tts-1* also counts as a violation."""
+        model, text = str(body["model"]), str(body["input"])
+        if len(text) > MAX_SPEECH_INPUT_CHARS:
+            return invalid_request(
+                f"Invalid 'input': string too long. Expected a string with maximum length {MAX_SPEECH_INPUT_CHARS}, "
+                f"but got a string with length {len(text)} instead.",
+                "string_above_max_length",
+            )
+        if model not in self.models:
+            return unknown_model(model)
+        if "instructions" in body and model.startswith("tts-1"):
+            self.violations.append(f"POST /audio/speech: instructions do not work with {model}")
+            return invalid_request(f"instructions are not supported with {model}.", "unsupported_parameter")
+        return None
+
+
+def speech_audio(seconds: float, response_format: str) -> tuple[bytes, str]:
+    """A real audio file of the fake voice `seconds` long, in a speech endpoint's format, and its Content-Type."""
+    muxer, encoder, content_type = SPEECH_FORMATS[response_format]
+    phrase = _speech_phrase()
+    whole, part = divmod(max(1, round(seconds * SPEECH_SAMPLE_RATE)), len(phrase))
+    samples = phrase * whole + phrase[:part]
+    if response_format == "pcm":
+        if sys.byteorder == "big":
+            samples.byteswap()
+        return samples.tobytes(), content_type
+    return encoded_file(samples, SPEECH_SAMPLE_RATE, muxer, encoder), content_type
+
+
+@functools.cache
+def _speech_phrase() -> array.array[int]:
+    """One phrase of the fake voice: a syllable at each of SYLLABLE_LEVELS, gaps between them, a pause after."""
+    rate = SPEECH_SAMPLE_RATE
+    length, gap = round(SYLLABLE_SECONDS * rate), round(SYLLABLE_GAP_SECONDS * rate)
+    phrase = array.array("h")
+    for level in SYLLABLE_LEVELS:
+        for i in range(length):
+            envelope = math.sin(math.pi * i / length) ** 2  # rises and falls like a spoken syllable
+            phase = 2 * math.pi * SPEECH_PITCH_HZ * i / rate
+            buzz = (math.sin(phase) + 0.5 * math.sin(2 * phase) + 0.25 * math.sin(3 * phase)) / 1.75
+            phrase.append(round(32767 * level * envelope * buzz))
+        phrase.extend(array.array("h", [0]) * gap)
+    phrase.extend(array.array("h", [0]) * round(PHRASE_PAUSE_SECONDS * rate))
+    return phrase
 
 
 async def _read_request(request: web.Request, path: str) -> tuple[RecordedRequest, list[str]]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
+import io
+import itertools
 import json
+import math
 import struct
 import time
 import zlib
@@ -12,13 +16,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import av
 import pytest
+from av.audio.resampler import AudioResampler
 
 from tests.fakes.openai_server import (
     FakeOpenAI,
     Hang,
     ModerationReply,
     Reply,
+    SpeechReply,
     StreamCut,
     StreamError,
     rate_limited,
@@ -378,3 +385,137 @@ async def test_chat_rules_the_spec_does_not_encode_are_enforced(
     assert any("max_tokens" in v for v in fake_openai.violations)
     assert any("name" in v for v in fake_openai.violations)
     fake_openai.violations.clear()  # seen and checked: the fixture must not fail the test for them
+
+
+# /audio/speech
+
+
+def _speech(text: str = "Hello there, how are you today?", **extra: Any) -> dict[str, Any]:
+    """A minimal valid speech request body."""
+    return {"model": "gpt-4o-mini-tts", "input": text, "voice": "alloy", **extra}
+
+
+def _decode(audio: bytes) -> tuple[str, array.array[int], int]:
+    """The codec of an audio file and its sound as 16-bit mono samples at their own rate."""
+    with av.open(io.BytesIO(audio)) as container:
+        stream = container.streams.audio[0]
+        resampler = AudioResampler(format="s16", layout="mono", rate=stream.sample_rate)
+        samples = array.array("h")
+        for frame in itertools.chain(container.decode(stream), [None]):
+            for mono in resampler.resample(frame):
+                samples.frombytes(bytes(mono.planes[0])[: mono.samples * 2])
+        return stream.codec_context.name, samples, stream.sample_rate
+
+
+@pytest.mark.parametrize(
+    ("response_format", "codec", "content_type"),
+    [
+        ("mp3", "mp3float", "audio/mpeg"),
+        ("opus", "opus", "audio/ogg"),
+        ("aac", "aac", "audio/aac"),
+        ("flac", "flac", "audio/flac"),
+        ("wav", "pcm_s16le", "audio/wav"),
+    ],
+)
+async def test_speech_is_real_audio_in_the_requested_format_as_long_as_the_text_takes(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession, response_format: str, codec: str, content_type: str
+) -> None:
+    text = "x" * 45  # three seconds at the default 15 characters a second
+    async with http.post(
+        f"{fake_openai.base_url}/audio/speech", json=_speech(text, response_format=response_format)
+    ) as r:
+        audio = await r.read()
+
+    assert r.status == 200 and r.content_type == content_type
+    found, samples, rate = _decode(audio)
+    assert found == codec
+    assert len(samples) / rate == pytest.approx(fake_openai.speech_seconds(text), abs=0.08) == 3.0
+
+
+async def test_speech_without_a_format_is_mp3_and_pcm_is_bare_samples(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.speech_chars_per_second = 30
+    async with http.post(f"{fake_openai.base_url}/audio/speech", json=_speech("y" * 60)) as default:
+        assert _decode(await default.read())[0] == "mp3float"
+    async with http.post(f"{fake_openai.base_url}/audio/speech", json=_speech("y" * 60, response_format="pcm")) as pcm:
+        assert len(await pcm.read()) == 2 * 24_000 * 2  # two seconds of 16-bit samples at 24 kHz
+
+
+async def test_the_fake_voice_has_syllables_and_pauses(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{fake_openai.base_url}/audio/speech", json=_speech(response_format="wav")) as response:
+        _, samples, rate = _decode(await response.read())
+
+    step = rate // 20
+    loudness = [
+        math.sqrt(sum(s * s for s in samples[start : start + step]) / step)
+        for start in range(0, len(samples) - step, step)
+    ]
+    assert max(loudness) > 5000
+    assert sum(level < 50 for level in loudness) >= 5  # gaps between syllables and pauses between phrases
+    assert len({round(level, -2) for level in loudness}) > 10  # not one steady tone
+
+
+async def test_speech_over_4096_characters_is_refused_as_the_real_api_does(
+    http: aiohttp.ClientSession,
+) -> None:
+    fake = FakeOpenAI(validator=None)  # the spec would refuse it first; this is the fake's own rule
+    await fake.start()
+    try:
+        async with http.post(f"{fake.base_url}/audio/speech", json=_speech("z" * 4097)) as response:
+            error = (await response.json())["error"]
+    finally:
+        await fake.close()
+
+    assert response.status == 400 and error["code"] == "string_above_max_length"
+    assert "maximum length 4096" in error["message"]
+
+
+async def test_speech_with_an_unknown_model_is_404(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{fake_openai.base_url}/audio/speech", json=_speech(model="tts-9")) as response:
+        error = (await response.json())["error"]
+
+    assert response.status == 404 and error["code"] == "model_not_found"
+
+
+async def test_instructions_for_tts_1_are_refused_and_recorded(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    body = _speech(model="tts-1", instructions="Speak slowly.")
+    async with http.post(f"{fake_openai.base_url}/audio/speech", json=body) as response:
+        assert response.status == 400
+
+    assert fake_openai.violations == ["POST /audio/speech: instructions do not work with tts-1"]
+    fake_openai.violations.clear()  # seen and checked: the fixture must not fail the test for them
+
+
+async def test_speech_answers_queued_errors_and_lengths(fake_openai: FakeOpenAI, http: aiohttp.ClientSession) -> None:
+    fake_openai.queue("/audio/speech", rate_limited(), SpeechReply(seconds=1.0, response_format="wav"))
+    url = f"{fake_openai.base_url}/audio/speech"
+
+    async with http.post(url, json=_speech()) as limited:
+        assert limited.status == 429
+    async with http.post(url, json=_speech(response_format="opus")) as answered:
+        codec, samples, rate = _decode(await answered.read())
+
+    assert (codec, len(samples) / rate) == ("pcm_s16le", 1.0)  # a server that sends its own format
+    assert [request.json["input"] for request in fake_openai.requests_to("/audio/speech")] == [_speech()["input"]] * 2
+
+
+async def test_a_spec_invalid_speech_body_is_refused_and_recorded(
+    openai_validator: OpenApiValidator | None, http: aiohttp.ClientSession
+) -> None:
+    if openai_validator is None:
+        pytest.skip(f"{SPECS_DIR / 'openai-openapi.yaml'} not found: the fakes run without spec validation")
+    fake = FakeOpenAI(validator=openai_validator)
+    await fake.start()
+    try:
+        body = {"model": "gpt-4o-mini-tts", "input": "Hi", "response_format": "ogg"}
+        async with http.post(f"{fake.base_url}/audio/speech", json=body) as response:
+            assert response.status == 400
+    finally:
+        await fake.close()
+
+    assert len(fake.violations) == 2
+    assert "'voice' is a required property" in fake.violations[0]
+    assert "'ogg' is not one of" in fake.violations[1]
