@@ -114,7 +114,7 @@ def classify(filename: str, content_type: str | None) -> Kind:
     media_type = (content_type or "").split(";")[0].strip().lower()
     if extension == "pdf" or media_type == "application/pdf":
         return Kind.PDF
-    # The extension first: Discord labels TypeScript's .ts as video/mp2t, and reading checks the bytes anyway.
+    # The extension first: .ts is TypeScript more often than video/mp2t here, and reading checks the bytes anyway.
     if extension in TEXT_EXTENSIONS or path.name in TEXT_NAMES or path.name.lstrip(".") in TEXT_EXTENSIONS:
         return Kind.TEXT
     if extension in PICTURE_EXTENSIONS or media_type in PICTURE_TYPES:
