@@ -8,14 +8,16 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from bot.errors import ApiError, ApiErrorKind
+from bot.reasoning import ThinkFilter
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +41,54 @@ def safety_identifier(user_id: int) -> str:
 
 
 @dataclass(frozen=True)
+class TextPart:
+    """Text within a message made of parts."""
+
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The part as the API expects it."""
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """A picture within a user message: always a `data:` URL, never a link the provider would fetch."""
+
+    url: str
+    detail: str = "high"  # the bot scales pictures for high detail, so the tokens counted are the ones billed
+
+    def to_json(self) -> dict[str, Any]:
+        """The part as the API expects it."""
+        return {"type": "image_url", "image_url": {"url": self.url, "detail": self.detail}}
+
+
+ContentPart = TextPart | ImagePart
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    """One message of a chat request."""
+    """One message of a chat request.
+
+    `content` is always the message's text, which is what is counted and stored; a message with
+    pictures also has `parts` (build it with `with_parts`), and then the parts are what is sent.
+    """
 
     role: str
     content: str
     name: str | None = None
+    parts: tuple[ContentPart, ...] = ()
 
-    def to_json(self) -> dict[str, str]:
-        """The message as the API expects it."""
-        body = {"role": self.role, "content": self.content}
+    @classmethod
+    def with_parts(cls, role: str, parts: Sequence[ContentPart], name: str | None = None) -> ChatMessage:
+        """A message made of parts in order; its `content` is the text of its text parts."""
+        text = "\n\n".join(part.text for part in parts if isinstance(part, TextPart))
+        return cls(role, text, name, tuple(parts))
+
+    def to_json(self) -> dict[str, Any]:
+        """The message as the API expects it: content as a string, or as a list when it has parts."""
+        body: dict[str, Any] = {"role": self.role}
+        body["content"] = [part.to_json() for part in self.parts] if self.parts else self.content
         if self.name:
             body["name"] = self.name
         return body
@@ -56,21 +96,23 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens the API says a call used."""
+    """Tokens the API says a call used; output tokens include any reasoning tokens."""
 
     input_tokens: int
     output_tokens: int
+    reasoning_tokens: int = 0
 
 
 @dataclass
 class ChatResult:
     """A finished (or, while streaming, growing) chat answer."""
 
-    text: str = ""
+    text: str = ""  # the visible answer only: reasoning never reaches it
     finish_reason: str | None = None
     refusal: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    saw_reasoning: bool = False  # the server sent reasoning (as <think> text or a reasoning field)
 
 
 @dataclass(frozen=True)
@@ -132,10 +174,13 @@ class OpenAIClient:
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[tuple[str, ChatResult]]:
         """Stream a chat answer: yields (new text, the result so far) as text arrives, the last with its end.
 
-        Retries happen only before the first byte of the answer; a stream cut or an error event later
-        raises ApiError(STREAM_BROKEN or the error's kind), since part of the answer is already shown.
+        Only the visible answer is yielded: reasoning streamed as `<think>` sections or in reasoning
+        fields is left out (`saw_reasoning` says there was some). Retries happen only before the first
+        byte of the answer; a stream cut or an error event later raises ApiError(STREAM_BROKEN or the
+        error's kind), since part of the answer is already shown.
         """
         result = ChatResult()
+        think = ThinkFilter()
         async with self._open("POST", "/chat/completions", request.model, json_body=request.to_json(stream=True)) as r:
             saw_done = False
             try:
@@ -146,16 +191,20 @@ class OpenAIClient:
                     event = json.loads(data)
                     if "error" in event:
                         raise self._error_from_body(event, status=None, model=request.model)
-                    delta_text = _apply_chunk(result, event)
+                    delta_text = _apply_chunk(result, event, think)
                     if delta_text:
                         yield delta_text, result
-            except (aiohttp.ClientError, json.JSONDecodeError) as exc:
+            # LineTooLong (an event longer than aiohttp's line limit) is not a ClientError; older aiohttp
+            # raised ValueError for it, as json does for a broken event.
+            except (aiohttp.ClientError, LineTooLong, ValueError) as exc:
                 raise ApiError(ApiErrorKind.STREAM_BROKEN, f"stream failed: {type(exc).__name__}") from None
             except TimeoutError:
                 raise ApiError(ApiErrorKind.TIMEOUT, "no data from the stream in time") from None
             if not saw_done and result.finish_reason is None:
                 raise ApiError(ApiErrorKind.STREAM_BROKEN, "the stream ended before the answer was complete")
-        yield "", result
+        tail = think.finish()
+        result.text += tail
+        yield tail, result
 
     async def post_json(self, path: str, body: Mapping[str, Any], *, model: str | None = None) -> dict[str, Any]:
         """POST a JSON body and return the JSON answer, with retries."""
@@ -326,22 +375,28 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 def _parse_usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    details = raw.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0), int(reasoning or 0))
 
 
-def _apply_chunk(result: ChatResult, chunk: dict[str, Any]) -> str:
-    """Fold one chat.completion.chunk into the result; return the text it added."""
+def _apply_chunk(result: ChatResult, chunk: dict[str, Any], think: ThinkFilter) -> str:
+    """Fold one chat.completion.chunk into the result; return the visible text it added."""
     if chunk.get("usage"):
         result.usage = _parse_usage(chunk["usage"])
     result.model = chunk.get("model") or result.model
     added = ""
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
-        added += delta.get("content") or ""
+        added += think.feed(delta.get("content") or "")
+        # DeepSeek, vLLM and others stream reasoning in `reasoning_content`, OpenRouter in `reasoning`.
+        if delta.get("reasoning_content") or delta.get("reasoning"):
+            result.saw_reasoning = True
         if delta.get("refusal"):
             result.refusal = (result.refusal or "") + delta["refusal"]
         if choice.get("finish_reason"):
             result.finish_reason = choice["finish_reason"]
+    result.saw_reasoning = result.saw_reasoning or think.saw_reasoning
     result.text += added
     return added
 

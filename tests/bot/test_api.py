@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from PIL import Image
 
-from bot.api import ChatMessage, ChatRequest, ChatResult, OpenAIClient
+from bot.api import ChatMessage, ChatRequest, ChatResult, ImagePart, OpenAIClient, TextPart
 from bot.errors import ApiError, ApiErrorKind
 from tests.fakes.openai_server import (
     ApiErrorReply,
     FakeOpenAI,
     Hang,
+    HugeLine,
     Reply,
     StreamCut,
     StreamError,
@@ -97,8 +101,18 @@ async def test_a_chat_request_sends_a_spec_valid_body_and_returns_text_and_usage
 
 
 async def test_temperature_is_sent_when_set(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
-    await complete(client, request(temperature=0.7))
+    await complete(client, request(model="gpt-4.1-mini", temperature=0.7))
     assert fake_openai.requests_to(CHAT)[0].json["temperature"] == 0.7
+
+
+async def test_a_reasoning_model_refuses_a_temperature_as_a_bad_request(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    with pytest.raises(ApiError) as caught:
+        await complete(client, request(model="gpt-5-mini", temperature=0.7))
+    assert (caught.value.kind, caught.value.code) == (ApiErrorKind.BAD_REQUEST, "unsupported_value")
+    assert "temperature" in caught.value.detail
+    assert len(fake_openai.requests_to(CHAT)) == 1  # a 400 is never retried
 
 
 async def test_stream_yields_the_text_piece_by_piece_with_usage(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
@@ -281,3 +295,106 @@ async def test_the_key_never_appears_in_errors_or_logs(sleeps: SleepRecorder, ca
     await fake_openai.close()
     assert [r.headers["Authorization"] for r in fake_openai.requests] == [f"Bearer {secret}"] * 4
     assert secret not in caplog.text
+
+
+# Reasoning never reaches the answer
+
+
+async def test_a_think_section_split_across_chunks_is_left_out_of_the_answer(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(CHAT, Reply("The answer is 4.", think="The user asks 2+2. That is 4."))
+    deltas, text, finish = await collect(client, request())
+    assert (text, finish) == ("The answer is 4.", "stop")
+    assert "".join(deltas) == text
+    assert not any("think" in delta or "2+2" in delta for delta in deltas)
+
+
+async def test_an_answer_after_a_think_section_starts_at_its_first_word(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(CHAT, Reply("Hello!", think="\nGreet them.\n"))
+    # Servers put a blank line between the section and the answer: it must not open the Discord message.
+    fake_openai.queue(CHAT, Reply("\n\nHello!", think="\nGreet them.\n"))
+    first = await complete(client, request())
+    second = await complete(client, request())
+    assert first.text == second.text == "Hello!"
+    assert first.saw_reasoning and second.saw_reasoning
+
+
+async def test_reasoning_content_deltas_do_not_reach_the_text(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, Reply("Paris.", reasoning_content="The capital of France is Paris.", reasoning_tokens=7))
+    deltas, text, _ = await collect(client, request())
+    result = await complete(client, request())  # the default echo: no reasoning
+    assert text == "".join(deltas) == "Paris."
+    assert not result.saw_reasoning
+
+
+async def test_reasoning_tokens_are_read_from_usage(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    fake_openai.queue(CHAT, Reply("Paris.", reasoning_content="Thinking.", usage=(30, 70), reasoning_tokens=64))
+    result = await complete(client, request())
+    assert result.usage is not None
+    assert (result.usage.output_tokens, result.usage.reasoning_tokens) == (70, 64)
+    assert result.saw_reasoning
+
+
+async def test_a_think_section_left_open_leaves_no_visible_text(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    # A reasoning model cut off by max_completion_tokens while still thinking.
+    fake_openai.queue(CHAT, Reply("", finish_reason="length"))
+    fake_openai.queue(CHAT, Reply("<think>Still working on i", finish_reason="length"))
+    empty = await complete(client, request())
+    unfinished = await complete(client, request())
+    assert (empty.text, empty.finish_reason) == ("", "length")
+    assert (unfinished.text, unfinished.finish_reason) == ("", "length")
+    assert unfinished.saw_reasoning
+
+
+async def test_an_answer_mentioning_the_tag_comes_through(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    answer = "Models such as R1 wrap reasoning in `<think>` tags; a < b holds."
+    fake_openai.queue(CHAT, Reply(answer))
+    fake_openai.stream_chunk_chars = 3
+    assert (await complete(client, request())).text == answer
+
+
+async def test_an_event_longer_than_the_line_limit_is_a_broken_stream(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(CHAT, HugeLine(text_before="Start. "))
+    seen = []
+    with pytest.raises(ApiError) as caught:
+        async for delta, _ in client.stream_chat(request()):
+            seen.append(delta)
+    assert caught.value.kind is ApiErrorKind.STREAM_BROKEN
+    assert "".join(seen) == "Start. "
+
+
+# Messages with pictures
+
+
+async def test_a_message_with_parts_is_sent_as_a_list_and_keeps_its_text(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    png = _tiny_png_data_url()
+    message = ChatMessage.with_parts(
+        "user", [TextPart("Ann: what is this?"), ImagePart(png), TextPart("(one picture)")], name="user_1"
+    )
+    await complete(client, request(messages=[ChatMessage("system", "Be brief."), message]))
+    sent = fake_openai.requests_to(CHAT)[0]
+    assert message.content == "Ann: what is this?\n\n(one picture)"
+    assert sent.json["messages"][1]["content"][1] == {"type": "image_url", "image_url": {"url": png, "detail": "high"}}
+    assert [(image.format, image.width, image.height) for image in fake_openai.image_parts(sent)] == [("PNG", 2, 1)]
+    assert fake_openai.message_texts(sent)[1] == "Ann: what is this?\n(one picture)"
+
+
+async def test_a_model_that_cannot_see_refuses_pictures(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
+    message = ChatMessage.with_parts("user", [TextPart("Ann: look"), ImagePart(_tiny_png_data_url())])
+    with pytest.raises(ApiError) as caught:
+        await complete(client, request(model="gpt-3.5-turbo", messages=[message]))
+    assert caught.value.kind is ApiErrorKind.BAD_REQUEST
+
+
+def _tiny_png_data_url() -> str:
+    """A 2x1 PNG as a data: URL."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 1), (200, 10, 10)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import binascii
+import fnmatch
 import functools
+import io
 import itertools
 import json
 import math
@@ -22,6 +25,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from multidict import CIMultiDict
+from PIL import Image, UnidentifiedImageError
 
 from tests.fakes.audio_fixtures import encoded_file
 from tests.fakes.openapi import OpenApiValidator
@@ -80,6 +84,16 @@ SYLLABLE_LEVELS = (0.5, 0.3, 0.42, 0.22, 0.38)
 SYLLABLE_SECONDS = 0.2
 SYLLABLE_GAP_SECONDS = 0.06
 PHRASE_PAUSE_SECONDS = 0.4
+# Models that take only the default temperature and no top_p, and models that take pictures (FACTS.md).
+REASONING_MODELS = ("gpt-5*", "o1*", "o3*", "o4*")
+VISION_MODELS = ("gpt-4o*", "gpt-4.1*", "gpt-5*", "o1*", "o3*", "o4*")
+# The bot sends pictures as data URLs only; the fake checks the bytes are the picture type they claim.
+DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)", re.DOTALL)
+PICTURE_MIME_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+# Reasoning in <think> tags is streamed in pieces this small, so tags split at awkward places.
+THINK_CHUNK_CHARS = 3
+# aiohttp's client reads lines of at most 2 x read_bufsize (256 KiB by default since aiohttp 3.12, 64 KiB before).
+HUGE_LINE_CHARS = 1_100_000
 
 
 @dataclass(frozen=True)
@@ -96,12 +110,19 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class Reply:
-    """A chat answer, streamed or not as the request asked; usage is (prompt, completion) tokens."""
+    """A chat answer, streamed or not as the request asked; usage is (prompt, completion) tokens.
+
+    `think` is reasoning sent inside `<think>...</think>` before the text (as open models on other
+    servers do), `reasoning_content` reasoning sent in that field; `reasoning_tokens` goes in usage.
+    """
 
     text: str
     finish_reason: str = "stop"
     refusal: str | None = None
     usage: tuple[int, int] | None = None
+    think: str | None = None
+    reasoning_content: str | None = None
+    reasoning_tokens: int | None = None  # None: estimated from the reasoning text, if any
 
 
 @dataclass(frozen=True)
@@ -114,6 +135,7 @@ class ApiErrorReply:
     message: str
     retry_after: float | None = None
     retry_after_ms: int | None = None
+    param: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +158,26 @@ class StreamError:
     type: str
     code: str | None
     message: str
+
+
+@dataclass(frozen=True)
+class HugeLine:
+    """A streamed 200 whose text arrives as one event longer than aiohttp's line limit, then ends normally."""
+
+    text_before: str = ""
+    chars: int = HUGE_LINE_CHARS
+
+
+@dataclass(frozen=True)
+class SentImage:
+    """A picture a chat request carried, as the fake decoded it."""
+
+    role: str
+    mime_type: str
+    format: str
+    width: int
+    height: int
+    detail: str | None
 
 
 @dataclass(frozen=True)
@@ -179,11 +221,13 @@ Behaviour = (
     | Hang
     | StreamCut
     | StreamError
+    | HugeLine
     | ImagesReply
     | TranscriptReply
     | ModerationReply
     | SpeechReply
 )
+ChatBehaviour = Reply | StreamCut | StreamError | HugeLine
 Handler = Callable[[web.Request, RecordedRequest, Any], Awaitable[web.StreamResponse]]
 
 
@@ -267,9 +311,31 @@ def bad_key() -> ApiErrorReply:
     )
 
 
-def invalid_request(message: str, code: str | None = None) -> ApiErrorReply:
+def invalid_request(message: str, code: str | None = None, param: str | None = None) -> ApiErrorReply:
     """400 for a request the server refuses before doing any work."""
-    return ApiErrorReply(400, "invalid_request_error", code, message)
+    return ApiErrorReply(400, "invalid_request_error", code, message, param=param)
+
+
+def unsupported_temperature(value: object) -> ApiErrorReply:
+    """400 from a reasoning model for a temperature other than the default, worded as the real API words it."""
+    return invalid_request(
+        f"Unsupported value: 'temperature' does not support {json.dumps(value)} with this model. "
+        "Only the default (1) value is supported.",
+        "unsupported_value",
+        "temperature",
+    )
+
+
+def unsupported_top_p() -> ApiErrorReply:
+    """400 from a reasoning model for any top_p."""
+    return invalid_request(
+        "Unsupported parameter: 'top_p' is not supported with this model.", "unsupported_parameter", "top_p"
+    )
+
+
+def pictures_unsupported(param: str) -> ApiErrorReply:
+    """400 from a model that cannot see, for a request with a picture (code null, as the real API)."""
+    return invalid_request("Invalid content type. image_url is only supported by certain models.", None, param)
 
 
 class FakeOpenAI:
@@ -277,6 +343,8 @@ class FakeOpenAI:
 
     def __init__(self, *, validator: OpenApiValidator | None, api_key: str = "sk-test-key") -> None:
         self.models = list(DEFAULT_MODELS)
+        self.reasoning_models = list(REASONING_MODELS)  # fnmatch patterns
+        self.vision_models = list(VISION_MODELS)  # fnmatch patterns
         self.stream_chunk_chars = 8
         self.chunk_delay = 0.0
         self.speech_chars_per_second = SPEECH_CHARS_PER_SECOND
@@ -291,7 +359,7 @@ class FakeOpenAI:
         images = ("POST", self._images, (ImagesReply,))
         self._endpoints: dict[str, tuple[str, Handler, tuple[type, ...]]] = {
             "/models": ("GET", self._models, ()),
-            "/chat/completions": ("POST", self._chat, (Reply, StreamCut, StreamError)),
+            "/chat/completions": ("POST", self._chat, (Reply, StreamCut, StreamError, HugeLine)),
             "/images/generations": images,
             "/images/edits": images,
             "/images/variations": images,
@@ -330,6 +398,34 @@ class FakeOpenAI:
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """The recorded requests to one endpoint, in order."""
         return [request for request in self.requests if request.path == path]
+
+    @staticmethod
+    def image_parts(request: RecordedRequest) -> list[SentImage]:
+        """The pictures of a chat request's messages, in order, decoded."""
+        images = []
+        for message in (request.json or {}).get("messages") or []:
+            for part in _parts(message):
+                if part.get("type") == "image_url":
+                    url = part["image_url"]["url"]
+                    mime, data = _decode_data_url(url)
+                    with Image.open(io.BytesIO(data)) as image:
+                        size = image.size
+                        image_format = image.format or ""
+                    detail = part["image_url"].get("detail")
+                    images.append(SentImage(message["role"], mime, image_format, *size, detail))
+        return images
+
+    @staticmethod
+    def message_texts(request: RecordedRequest) -> list[str]:
+        """The text of each message of a chat request, the text parts of a multi-part content joined."""
+        texts = []
+        for message in (request.json or {}).get("messages") or []:
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            else:
+                texts.append("\n".join(part["text"] for part in _parts(message) if part.get("type") == "text"))
+        return texts
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """Record, authenticate, route, check and answer one request."""
@@ -374,20 +470,43 @@ class FakeOpenAI:
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(
-        self, request: web.Request, recorded: RecordedRequest, behaviour: Reply | StreamCut | StreamError | None
+        self, request: web.Request, recorded: RecordedRequest, behaviour: ChatBehaviour | None
     ) -> web.StreamResponse:
-        """POST /chat/completions; StreamCut and StreamError always answer as a stream."""
+        """POST /chat/completions; StreamCut, StreamError and HugeLine always answer as a stream."""
         body = recorded.json
+        refusal = self._chat_refusal(body)
+        if refusal is not None:
+            if behaviour is not None:
+                self._queues[recorded.path].appendleft(behaviour)  # a refused request does no work: it waits
+            return _error_response(refusal)
         if behaviour is None:
             behaviour = Reply(f"Echo: {_last_user_text(body['messages'])}")
         if isinstance(behaviour, Reply) and body.get("stream") is not True:
             return web.json_response(self._completion(body, behaviour))
         return await self._stream_completion(request, body, behaviour)
 
+    def _chat_refusal(self, body: dict[str, Any]) -> ApiErrorReply | None:
+        """The real API's 400 for parameters or pictures the model does not take, if any."""
+        model = str(body.get("model", "")).lower()
+        if any(fnmatch.fnmatchcase(model, pattern) for pattern in self.reasoning_models):
+            if "temperature" in body and body["temperature"] != 1:
+                return unsupported_temperature(body["temperature"])
+            if "top_p" in body:
+                return unsupported_top_p()
+        if not any(fnmatch.fnmatchcase(model, pattern) for pattern in self.vision_models):
+            for index, message in enumerate(body.get("messages") or []):
+                for part_index, part in enumerate(_parts(message)):
+                    if part.get("type") == "image_url":
+                        return pictures_unsupported(f"messages.[{index}].content.[{part_index}].type")
+        return None
+
     def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
         """A non-streamed ChatCompletion object."""
-        content = None if reply.refusal is not None and not reply.text else reply.text
+        text = _with_think(reply)
+        content = None if reply.refusal is not None and not text else text
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": reply.refusal, "annotations": []}
+        if reply.reasoning_content is not None:
+            message["reasoning_content"] = reply.reasoning_content  # not OpenAI's: DeepSeek's and vLLM's field
         return {
             "id": f"chatcmpl-fake{next(self._ids)}",
             "object": "chat.completion",
@@ -400,7 +519,7 @@ class FakeOpenAI:
         }
 
     async def _stream_completion(
-        self, request: web.Request, body: dict[str, Any], behaviour: Reply | StreamCut | StreamError
+        self, request: web.Request, body: dict[str, Any], behaviour: ChatBehaviour
     ) -> web.StreamResponse:
         """Server-sent chat.completion.chunk events, ended as the behaviour says."""
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
@@ -420,25 +539,49 @@ class FakeOpenAI:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         await _send_event(response, chunk({"role": "assistant", "content": "", "refusal": None}))
-        if isinstance(behaviour, Reply):
-            text = behaviour.text
+        if isinstance(behaviour, StreamCut | StreamError):
+            return await self._end_broken(request, response, behaviour, chunk)
+        if isinstance(behaviour, HugeLine):
+            await self._send_pieces(response, "content", behaviour.text_before, chunk)
+            await _send_event(response, chunk({"content": "A" * behaviour.chars}))
+            behaviour = Reply(behaviour.text_before + "A" * behaviour.chars)
         else:
-            text = behaviour.text_before_cut if isinstance(behaviour, StreamCut) else behaviour.text_before_error
-        await self._send_pieces(response, "content", text, chunk)
-        if isinstance(behaviour, StreamCut):
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        if isinstance(behaviour, StreamError):
-            error = {"message": behaviour.message, "type": behaviour.type, "param": None, "code": behaviour.code}
-            await _send_event(response, {"error": error})
-            await response.write_eof()
-            return response
+            await self._send_reply_text(response, behaviour, chunk)
         await self._send_pieces(response, "refusal", behaviour.refusal or "", chunk)
         await _send_event(response, chunk({}, behaviour.finish_reason))
         if include_usage:
             await _send_event(response, {**base, "choices": [], "usage": _chat_usage(body, behaviour)})
         await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _send_reply_text(
+        self, response: web.StreamResponse, reply: Reply, chunk: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        """The reply's reasoning (in its field, or in <think> tags split awkwardly), then its text."""
+        await self._send_pieces(response, "reasoning_content", reply.reasoning_content or "", chunk)
+        if reply.think is not None:
+            # One string in small pieces: tags split mid-name, and the closing tag shares a chunk with the text.
+            await self._send_pieces(response, "content", _with_think(reply), chunk, THINK_CHUNK_CHARS)
+        else:
+            await self._send_pieces(response, "content", reply.text, chunk)
+
+    async def _end_broken(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        behaviour: StreamCut | StreamError,
+        chunk: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> web.StreamResponse:
+        """Send the text before the break, then drop the connection (StreamCut) or send an error event."""
+        if isinstance(behaviour, StreamCut):
+            await self._send_pieces(response, "content", behaviour.text_before_cut, chunk)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await self._send_pieces(response, "content", behaviour.text_before_error, chunk)
+        error = {"message": behaviour.message, "type": behaviour.type, "param": None, "code": behaviour.code}
+        await _send_event(response, {"error": error})
         await response.write_eof()
         return response
 
@@ -448,12 +591,14 @@ class FakeOpenAI:
         key: str,
         text: str,
         chunk: Callable[[dict[str, Any]], dict[str, Any]],
+        size: int | None = None,
     ) -> None:
-        """Send text as deltas of `stream_chunk_chars` characters, `chunk_delay` seconds apart."""
-        for start in range(0, len(text), self.stream_chunk_chars):
+        """Send text as deltas of `size` (default `stream_chunk_chars`) characters, `chunk_delay` seconds apart."""
+        size = size or self.stream_chunk_chars
+        for start in range(0, len(text), size):
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
-            await _send_event(response, chunk({key: text[start : start + self.stream_chunk_chars]}))
+            await _send_event(response, chunk({key: text[start : start + size]}))
 
     async def _images(
         self, request: web.Request, recorded: RecordedRequest, behaviour: ImagesReply | None
@@ -619,7 +764,48 @@ def _chat_rules_problems(recorded: RecordedRequest) -> list[str]:
         name = message.get("name") if isinstance(message, dict) else None
         if name is not None and not CHAT_NAME_PATTERN.fullmatch(str(name)):
             problems.append(f"messages[{index}].name {name!r} does not match ^[a-zA-Z0-9_-]+$")
+        for part_index, part in enumerate(_parts(message)):
+            if part.get("type") == "image_url":
+                problem = _picture_problem(str((part.get("image_url") or {}).get("url", "")))
+                if problem:
+                    problems.append(f"messages[{index}].content[{part_index}].image_url: {problem}")
     return problems
+
+
+def _parts(message: Any) -> list[dict[str, Any]]:
+    """The content parts of a message (none when its content is a string)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    return [part for part in content if isinstance(part, dict)] if isinstance(content, list) else []
+
+
+def _picture_problem(url: str) -> str | None:
+    """Why a picture URL is not what the bot must send (a data: URL of a picture of its stated type), if so."""
+    if not url.startswith("data:"):
+        return f"{url[:60]!r} is not a data: URL (a Discord CDN link expires, and the provider would fetch it)"
+    try:
+        mime, data = _decode_data_url(url)
+    except ValueError as exc:
+        return str(exc)
+    expected = PICTURE_MIME_FORMATS.get(mime)
+    if expected is None:
+        return f"{mime} is not a picture type the API takes ({', '.join(PICTURE_MIME_FORMATS)})"
+    try:
+        with Image.open(io.BytesIO(data), formats=[expected]) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return f"the data does not decode as the {mime} it claims to be"
+    return None
+
+
+def _decode_data_url(url: str) -> tuple[str, bytes]:
+    """The mime type and bytes of a base64 data: URL; ValueError when it is not one."""
+    match = DATA_URL.fullmatch(url)
+    if match is None:
+        raise ValueError("the data: URL is not of the form data:<mime type>;base64,<data>")
+    try:
+        return match["mime"], base64.b64decode(match["data"], validate=True)
+    except binascii.Error:
+        raise ValueError("the data: URL's base64 does not decode") from None
 
 
 def _upload_refusal(recorded: RecordedRequest) -> ApiErrorReply | None:
@@ -648,7 +834,7 @@ def _error_response(error: ApiErrorReply) -> web.Response:
         headers["Retry-After"] = f"{error.retry_after:g}"
     if error.retry_after_ms is not None:
         headers["retry-after-ms"] = str(error.retry_after_ms)
-    payload = {"error": {"message": error.message, "type": error.type, "param": None, "code": error.code}}
+    payload = {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
     return web.json_response(payload, status=error.status, headers=headers)
 
 
@@ -673,19 +859,31 @@ def _estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+def _with_think(reply: Reply) -> str:
+    """The reply's content as sent: its <think> section, if any, then its text."""
+    return f"<think>{reply.think}</think>{reply.text}" if reply.think is not None else reply.text
+
+
 def _chat_usage(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
-    """The usage object: the reply's own counts, or estimates from the prompt and answer text."""
+    """The usage object: the reply's own counts, or estimates from the prompt and answer text.
+
+    As with the real API, completion tokens include the reasoning tokens.
+    """
+    reasoning_text = (reply.think or "") + (reply.reasoning_content or "")
+    reasoning_tokens = reply.reasoning_tokens
+    if reasoning_tokens is None:
+        reasoning_tokens = _estimate_tokens(reasoning_text) if reasoning_text else 0
     if reply.usage is not None:
         prompt_tokens, completion_tokens = reply.usage
     else:
         prompt_tokens = _estimate_tokens(json.dumps(body["messages"]))
-        completion_tokens = _estimate_tokens(reply.text + (reply.refusal or ""))
+        completion_tokens = _estimate_tokens(reply.text + (reply.refusal or "")) + reasoning_tokens
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens, "audio_tokens": 0},
     }
 
 

@@ -18,13 +18,18 @@ from typing import Any
 import aiohttp
 import av
 import pytest
+from aiohttp.http_exceptions import LineTooLong
 from av.audio.resampler import AudioResampler
+from PIL import Image
 
 from tests.fakes.openai_server import (
+    HUGE_LINE_CHARS,
     FakeOpenAI,
     Hang,
+    HugeLine,
     ModerationReply,
     Reply,
+    SentImage,
     SpeechReply,
     StreamCut,
     StreamError,
@@ -89,6 +94,28 @@ def _text(events: list[str]) -> str:
     """The text the content deltas of a chat stream add up to."""
     chunks = [json.loads(event) for event in events if event != "[DONE]"]
     return "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
+
+
+def _chunks(events: list[str]) -> list[dict[str, Any]]:
+    """The JSON chunks of a chat stream."""
+    return [json.loads(event) for event in events if event != "[DONE]"]
+
+
+def _data_url(image_format: str, size: tuple[int, int], mime: str | None = None) -> str:
+    """A picture encoded with Pillow as a data: URL, labelled with its own mime type unless told otherwise."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 30)).save(buffer, format=image_format)
+    label = mime or f"image/{image_format.lower()}"
+    return f"data:{label};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def _with_picture(url: str, model: str = "gpt-5-mini") -> dict[str, Any]:
+    """A chat body whose user message has a text part and a picture part."""
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
+    ]
+    return {"model": model, "messages": [{"role": "user", "content": parts}]}
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -191,6 +218,19 @@ def test_discord_literal_path_wins_over_a_template(discord_spec: OpenApiValidato
     [error] = discord_spec.check_json("PATCH", "/users/@me", {"username": 42})
 
     assert error.startswith("$.username:")
+
+
+def test_openai_spec_accepts_a_user_message_with_a_picture_part(openai_spec: OpenApiValidator) -> None:
+    body = _with_picture(_data_url("JPEG", (4, 4)))
+
+    assert openai_spec.check_json("POST", "/chat/completions", body) == []
+
+
+def test_openai_spec_rejects_a_picture_part_in_a_system_message(openai_spec: OpenApiValidator) -> None:
+    parts = [{"type": "image_url", "image_url": {"url": _data_url("PNG", (2, 2))}}]
+    body = {"model": "gpt-5-mini", "messages": [{"role": "system", "content": parts}]}
+
+    assert openai_spec.check_json("POST", "/chat/completions", body) != []
 
 
 # FakeOpenAI over real HTTP
@@ -519,3 +559,188 @@ async def test_a_spec_invalid_speech_body_is_refused_and_recorded(
     assert len(fake.violations) == 2
     assert "'voice' is a required property" in fake.violations[0]
     assert "'ogg' is not one of" in fake.violations[1]
+
+
+# Pictures in chat messages
+
+
+async def test_pictures_are_decoded_and_texts_flattened_for_tests(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    body = _with_picture(_data_url("JPEG", (64, 48)))
+    body["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": _data_url("PNG", (3, 5))}})
+    body["messages"].insert(0, {"role": "developer", "content": "Be brief."})
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=body) as response:
+        assert response.status == 200
+    [recorded] = fake_openai.requests_to("/chat/completions")
+
+    assert fake_openai.image_parts(recorded) == [
+        SentImage("user", "image/jpeg", "JPEG", 64, 48, "high"),
+        SentImage("user", "image/png", "PNG", 3, 5, None),
+    ]
+    assert fake_openai.message_texts(recorded) == ["Be brief.", "What is this?"]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://cdn.discordapp.com/attachments/1/2/cat.png?ex=1", "is not a data: URL"),
+        (_data_url("PNG", (4, 4), mime="image/jpeg"), "does not decode as the image/jpeg"),
+        ("data:image/png;base64,not base64!", "base64 does not decode"),
+        ("data:image/bmp;base64,Qk0=", "not a picture type the API takes"),
+    ],
+)
+async def test_a_picture_that_is_not_a_true_data_url_is_refused_as_a_violation(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession, url: str, problem: str
+) -> None:
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_with_picture(url)) as response:
+        error = (await response.json())["error"]
+
+    assert response.status == 400 and problem in error["message"]
+    assert len(fake_openai.violations) == 1 and problem in fake_openai.violations[0]
+    fake_openai.violations.clear()  # seen and checked: the fixture must not fail the test for them
+
+
+async def test_a_model_that_cannot_see_answers_as_the_real_api(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    body = _with_picture(_data_url("PNG", (4, 4)), model="gpt-3.5-turbo")
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=body) as response:
+        error = (await response.json())["error"]
+
+    assert response.status == 400
+    assert error == {
+        "message": "Invalid content type. image_url is only supported by certain models.",
+        "type": "invalid_request_error",
+        "param": "messages.[0].content.[1].type",
+        "code": None,
+    }
+
+
+# Reasoning
+
+
+async def test_think_is_streamed_in_tags_split_at_awkward_places(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", Reply("Four.", think="2+2 is 4."))
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat(stream=True)) as response:
+        events = await _events(response)
+
+    pieces = [choice["delta"].get("content") for chunk in _chunks(events) for choice in chunk["choices"]]
+    assert _text(events) == "<think>2+2 is 4.</think>Four."
+    assert "<th" in pieces  # neither tag arrives whole
+    assert not any("<think>" in piece or "</think>" in piece for piece in pieces if piece)
+
+
+async def test_reasoning_content_is_streamed_in_its_own_field_with_reasoning_tokens(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", Reply("Paris.", reasoning_content="France's capital.", reasoning_tokens=9))
+    body = _chat(stream=True, stream_options={"include_usage": True})
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=body) as response:
+        events = await _events(response)
+
+    chunks = _chunks(events)
+    reasoning = "".join(c["delta"].get("reasoning_content") or "" for chunk in chunks for c in chunk["choices"])
+    assert (reasoning, _text(events)) == ("France's capital.", "Paris.")
+    usage = chunks[-1]["usage"]
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 9
+    assert usage["completion_tokens"] >= 9  # as on the real API, reasoning counts among the completion tokens
+
+
+async def test_an_empty_answer_cut_off_by_length_streams_no_text(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", Reply("", finish_reason="length"))
+
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat(stream=True)) as response:
+        events = await _events(response)
+
+    assert _text(events) == ""
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+    assert events[-1] == "[DONE]"
+
+
+@pytest.mark.parametrize(("value", "shown"), [(0.7, "0.7"), (0, "0"), (0.0, "0.0"), (2, "2")])
+async def test_a_reasoning_model_refuses_a_temperature_other_than_1(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession, value: float, shown: str
+) -> None:
+    async with http.post(f"{fake_openai.base_url}/chat/completions", json=_chat(temperature=value)) as response:
+        error = (await response.json())["error"]
+
+    assert response.status == 400
+    assert error == {
+        "message": f"Unsupported value: 'temperature' does not support {shown} with this model. "
+        "Only the default (1) value is supported.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": "unsupported_value",
+    }
+
+
+async def test_a_reasoning_model_refuses_top_p_but_takes_temperature_1(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake_openai.base_url}/chat/completions"
+
+    async with http.post(url, json=_chat(top_p=0.9)) as refused:
+        error = (await refused.json())["error"]
+    async with http.post(url, json=_chat(temperature=1)) as accepted:
+        assert accepted.status == 200
+
+    assert refused.status == 400 and (error["param"], error["code"]) == ("top_p", "unsupported_parameter")
+
+
+async def test_other_models_take_any_temperature_and_the_list_is_configurable(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    url = f"{fake_openai.base_url}/chat/completions"
+    async with http.post(url, json={**_chat(temperature=0.2), "model": "gpt-4.1-mini"}) as other:
+        assert other.status == 200
+    fake_openai.reasoning_models = ["my-reasoner*"]
+
+    async with http.post(url, json={**_chat(temperature=0.2), "model": "my-reasoner-7b"}) as refused:
+        assert refused.status == 400
+    async with http.post(url, json=_chat(temperature=0.2)) as now_accepted:
+        assert now_accepted.status == 200
+
+
+async def test_a_refused_request_leaves_the_scripted_answer_for_the_next(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", Reply("Scripted."))
+    url = f"{fake_openai.base_url}/chat/completions"
+
+    async with http.post(url, json=_chat(temperature=0.5)) as refused:
+        assert refused.status == 400
+    async with http.post(url, json=_chat()) as answered:
+        completion = await answered.json()
+
+    assert completion["choices"][0]["message"]["content"] == "Scripted."
+
+
+# A line too long for aiohttp
+
+
+async def test_huge_line_sends_one_event_longer_than_aiohttps_line_limit(
+    fake_openai: FakeOpenAI, http: aiohttp.ClientSession
+) -> None:
+    fake_openai.queue("/chat/completions", HugeLine(text_before="Hi"), HugeLine())
+    url = f"{fake_openai.base_url}/chat/completions"
+
+    async with http.post(url, json=_chat(stream=True)) as response:
+        with pytest.raises(LineTooLong):
+            async for _ in response.content:
+                pass
+    async with http.post(url, json=_chat(stream=True)) as response:
+        raw = await response.read()  # read whole, the stream is well-formed
+
+    events = [line[len(b"data: ") :].decode() for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
+    assert _text(events) == "A" * HUGE_LINE_CHARS
+    assert max(map(len, events)) > 2 * 2**18  # aiohttp reads lines of at most 2 x read_bufsize (256 KiB)
+    assert events[-1] == "[DONE]"
