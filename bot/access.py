@@ -12,6 +12,7 @@ import discord
 
 from bot.config import Limits, Settings
 from bot.errors import UserError
+from bot.records import Records
 from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
 
 Feature = Literal["chat", "images", "audio"]
@@ -128,8 +129,10 @@ class Gate:
         settings: Settings,
         *,
         now: Callable[[], datetime] = utc_now,
+        records: Records | None = None,
     ) -> None:
         self.store = store
+        self.records = records or Records(store)
         self._settings = settings
         self._now = now
 
@@ -234,7 +237,7 @@ class Gate:
         limits = self._settings.limits
         if guild_id is None:
             return limits
-        own = (await self.store.get_guild_settings(guild_id)).get("limits")
+        own = (await self.records.guild_settings(guild_id)).get("limits")
         if not isinstance(own, dict):
             return limits
         return replace(
@@ -307,13 +310,13 @@ class Gate:
         """The most specific value set at `path`: in the channel, its parent channel, then the guild; else None."""
         layers: list[dict[str, object]] = []
         if channel_id is not None:
-            record = await self.store.get_channel(channel_id)
+            record = await self.records.channel(channel_id)
             layers.append(record.settings)
             parent_id = parent_id if parent_id is not None else record.parent_id
         if parent_id is not None:
-            layers.append((await self.store.get_channel(parent_id)).settings)
+            layers.append((await self.records.channel(parent_id)).settings)
         if guild_id is not None:
-            layers.append(await self.store.get_guild_settings(guild_id))
+            layers.append(await self.records.guild_settings(guild_id))
         for layer in layers:
             value: object = layer
             for key in path:

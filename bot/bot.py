@@ -19,9 +19,12 @@ from discord.ext import commands
 from bot.access import Gate
 from bot.api import OpenAIClient
 from bot.config import Settings
-from bot.errors import GENERIC_FAILURE, ApiError, StartupError, UserError
+from bot.conversation import Conversations
+from bot.errors import GENERIC_FAILURE, StartupError
 from bot.jobs import JobRunner
 from bot.moderation import Moderator
+from bot.records import Records
+from bot.replies import describe_error
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
 
@@ -88,8 +91,10 @@ class Bot(commands.AutoShardedBot):
     store: Store
     api: OpenAIClient
     http_session: aiohttp.ClientSession
+    records: Records
     gate: Gate
     moderator: Moderator
+    conversations: Conversations
     jobs: JobRunner
 
     def __init__(self, settings: Settings) -> None:
@@ -143,8 +148,18 @@ class Bot(commands.AutoShardedBot):
             timeout_seconds=self.settings.api_timeout_seconds,
             max_retries=self.settings.api_max_retries,
         )
-        self.gate = Gate(self.store, self.settings)
+        self.records = Records(self.store)
+        self.gate = Gate(self.store, self.settings, records=self.records)
         self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
+        self.conversations = Conversations(
+            settings=self.settings,
+            store=self.store,
+            records=self.records,
+            gate=self.gate,
+            api=self.api,
+            moderator=self.moderator,
+            tokens=self.tokens,
+        )
         self.jobs = JobRunner()
         self.jobs.start()
 
@@ -230,17 +245,6 @@ def database_failure(settings: Settings, error: BaseException) -> str:
         f"Could not open the database {settings.database_path}: {detail}. "
         "Check DATABASE_URL and that the folder is writable."
     )
-
-
-def describe_error(error: BaseException) -> str | None:
-    """The words a user sees for an error the bot expects, or None for a bug."""
-    if isinstance(error, UserError):
-        return str(error)
-    if isinstance(error, ApiError):
-        return error.user_message()
-    if isinstance(error, discord.Forbidden):
-        return "🔒 I lack a Discord permission for that here. A server admin can check my role's permissions."
-    return None
 
 
 class ErrorReportingTree(app_commands.CommandTree["Bot"]):

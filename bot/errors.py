@@ -110,3 +110,12 @@ class ApiError(Exception):
                 return "⌛ The AI service took too long to answer. Please try again."
             case ApiErrorKind.STREAM_BROKEN:
                 return "✂️ The answer was interrupted by the AI service. Please ask again."
+
+
+def describe_expected(error: BaseException) -> str | None:
+    """The words a user sees for an error the bot raises on purpose, or None for anything else."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, ApiError):
+        return error.user_message()
+    return None

@@ -1,4 +1,8 @@
-"""Showing an answer while it streams: throttled edits, continuation messages past 2000 characters."""
+"""Showing an answer while it streams: throttled edits, continuation messages past 2000 characters.
+
+Discord-free: a StreamingReply shows text through a ReplySurface (send, edit, typing), which bot/replies.py
+implements for a Discord channel and tests implement in memory.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-
-import discord
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from bot.render import split_message
 
@@ -22,6 +25,31 @@ EDIT_INTERVAL_SECONDS = 1.0
 RATE_WINDOW_SECONDS = 5.0
 RATE_WINDOW_WRITES = 5
 RESERVED_WRITES = 1
+# The typing indicator costs a request: shown only when no text has come by then, and renewed before
+# Discord's own 10 s expire while the model is still thinking.
+TYPING_DELAY_SECONDS = 0.5
+TYPING_RENEW_SECONDS = 8.0
+
+
+class SentMessage(Protocol):
+    """A message a surface posted: its id is all the reply keeps of it."""
+
+    @property
+    def id(self) -> int:
+        """The message's id."""
+
+
+class ReplySurface(Protocol):
+    """Where an answer appears: the only way the conversation engine talks to Discord."""
+
+    async def send(self, text: str, *, first: bool) -> SentMessage:
+        """Post a message; `first` is the answer's first one (a reply to the question, where that is asked)."""
+
+    async def edit(self, message: SentMessage, text: str) -> SentMessage:
+        """Replace a posted message's text."""
+
+    async def typing(self) -> None:
+        """Show the typing indicator (Discord shows it for about 10 s, or until a message arrives)."""
 
 
 class EditThrottle:
@@ -59,45 +87,31 @@ class EditThrottle:
         return writes
 
 
-async def keep_typing(channel: discord.abc.Messageable) -> None:
-    """Show the typing indicator until cancelled; a channel that refuses it only loses the indicator."""
-    with contextlib.suppress(discord.HTTPException):
-        async with channel.typing():
-            await asyncio.Event().wait()
-
-
-@contextlib.asynccontextmanager
-async def typing_in(channel: discord.abc.Messageable) -> AsyncIterator[None]:
-    """Show the typing indicator while the block runs."""
-    task = asyncio.create_task(keep_typing(channel))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+BeforeShow = Callable[[str], Awaitable[None]]
 
 
 class StreamingReply:
-    """One answer shown in a channel as it grows, as one or more messages of at most 2000 characters.
+    """One answer shown as it grows, as one or more messages of at most 2000 characters.
 
-    Intermediate updates are throttled per channel (skipped ones are flushed later); the first message
-    and the final text are never delayed by the throttle.
+    The first text is shown the moment it arrives and the final text the moment it is given; the edits
+    between are throttled per channel (skipped ones are flushed later). `before_show` is awaited with the
+    text of each intermediate update just before it is shown: the engine stores what people are about to
+    see there, so a crash never loses what someone read.
     """
 
     def __init__(
         self,
-        channel: discord.abc.Messageable,
+        surface: ReplySurface,
         channel_id: int,
         throttle: EditThrottle,
         *,
-        reply_to: discord.Message | None = None,
+        before_show: BeforeShow | None = None,
     ) -> None:
-        self._channel = channel
+        self._surface = surface
         self._channel_id = channel_id
         self._throttle = throttle
-        self._reply_to = reply_to
-        self._messages: list[discord.Message] = []
+        self._before_show = before_show
+        self._messages: list[SentMessage] = []
         self._shown: list[str] = []
         self._latest = ""
         self._lock = asyncio.Lock()
@@ -111,13 +125,23 @@ class StreamingReply:
         return self._latest
 
     @property
-    def messages(self) -> list[discord.Message]:
-        """The messages posted so far."""
-        return list(self._messages)
+    def message_ids(self) -> tuple[int, ...]:
+        """The ids of the messages posted so far."""
+        return tuple(message.id for message in self._messages)
 
     def start_typing(self) -> None:
-        """Show the typing indicator until the first text appears."""
-        self._typing_task = asyncio.create_task(keep_typing(self._channel))
+        """Show the typing indicator if no text has appeared shortly, and keep it up until text does."""
+        self._typing_task = asyncio.create_task(self._keep_typing())
+
+    async def _keep_typing(self) -> None:
+        await asyncio.sleep(TYPING_DELAY_SECONDS)
+        while not self._messages and not self._finished:
+            try:
+                await self._surface.typing()
+            except Exception:  # the indicator is a courtesy: a channel that refuses it only loses it
+                log.debug("The typing indicator failed in channel %s", self._channel_id, exc_info=True)
+                return
+            await asyncio.sleep(TYPING_RENEW_SECONDS)
 
     async def _stop_typing(self) -> None:
         if self._typing_task is not None:
@@ -135,10 +159,14 @@ class StreamingReply:
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._flush_task = None
-        await self._show(intermediate=True)
+        try:
+            await self._show(intermediate=True)
+        except Exception:
+            # A later update or finish() shows the text again; a failed intermediate edit only costs a frame.
+            log.warning("An intermediate edit failed in channel %s", self._channel_id, exc_info=True)
 
-    async def finish(self, text: str) -> list[discord.Message]:
-        """Show the exact final text at once and return the messages it occupies."""
+    async def finish(self, text: str) -> tuple[int, ...]:
+        """Show the exact final text at once; return the ids of the messages it occupies."""
         # A flush still asleep is cancelled; one already showing (its task handle is cleared on waking) is
         # left to finish, since cancelling a send mid-request could post a message twice. The lock orders it.
         if self._flush_task is not None:
@@ -146,9 +174,19 @@ class StreamingReply:
             self._flush_task = None
         self._finished = True
         self._latest = text
-        await self._show(intermediate=False)
+        try:
+            await self._show(intermediate=False)
+        finally:
+            await self._stop_typing()
+        return self.message_ids
+
+    async def close(self) -> None:
+        """Stop what is still scheduled (typing, a delayed edit) without showing anything more."""
+        self._finished = True
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            self._flush_task = None
         await self._stop_typing()
-        return self.messages
 
     async def _show(self, *, intermediate: bool) -> None:
         # The throttle is asked under the lock, after any write in flight has been counted.
@@ -160,22 +198,24 @@ class StreamingReply:
                         self._flush_task = asyncio.create_task(self._flush_later(wait))
                     return
             chunks = split_message(self._latest)
-            if chunks:
-                await self._stop_typing()
-            for index, chunk in enumerate(chunks):
-                if index < len(self._messages) and self._shown[index] == chunk:
-                    continue
-                # Counted before the request: a write in flight already uses its slot.
-                self._throttle.note_edit(self._channel_id)
-                if index < len(self._messages):
-                    self._messages[index] = await self._messages[index].edit(content=chunk)
-                    self._shown[index] = chunk
-                else:
-                    self._messages.append(await self._send(chunk))
-                    self._shown.append(chunk)
+            changed = [
+                index
+                for index, chunk in enumerate(chunks)
+                if index >= len(self._messages) or self._shown[index] != chunk
+            ]
+            if not changed:
+                return
+            if intermediate and self._before_show is not None:
+                await self._before_show(self._latest)
+            for index in changed:
+                await self._write(index, chunks[index])
 
-    async def _send(self, chunk: str) -> discord.Message:
-        if self._reply_to is not None and not self._messages:
-            reference = self._reply_to.to_reference(fail_if_not_exists=False)
-            return await self._channel.send(chunk, reference=reference, mention_author=False)
-        return await self._channel.send(chunk)
+    async def _write(self, index: int, chunk: str) -> None:
+        # Counted before the request: a write in flight already uses its slot.
+        self._throttle.note_edit(self._channel_id)
+        if index < len(self._messages):
+            self._messages[index] = await self._surface.edit(self._messages[index], chunk)
+            self._shown[index] = chunk
+        else:
+            self._messages.append(await self._surface.send(chunk, first=not self._messages))
+            self._shown.append(chunk)

@@ -1,4 +1,4 @@
-"""Choosing which stored turns go to the model: the newest that fit the token budget."""
+"""Choosing which turns go to the model: the newest that fit the token budget."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.api import ChatMessage
-from bot.store import Turn
+from bot.store import NewTurn
 from bot.tokens import TokenCounter
 
-# Read at most this many turns per request, whatever the budget: it bounds the database read.
+# Keep and read at most this many turns per channel, whatever the budget: it bounds memory and the read.
 MAX_WINDOW_TURNS = 200
 
 
@@ -22,8 +22,8 @@ class Window:
     input_tokens: int
 
 
-def turn_to_message(turn: Turn) -> ChatMessage:
-    """A stored turn as a chat message: user turns say who spoke, in the text and in `name`."""
+def turn_to_message(turn: NewTurn) -> ChatMessage:
+    """A turn as a chat message: user turns say who spoke, in the text and in `name`."""
     if turn.role == "assistant":
         return ChatMessage("assistant", turn.content)
     spoken = " (voice message)" if turn.spoken else ""
@@ -32,18 +32,22 @@ def turn_to_message(turn: Turn) -> ChatMessage:
     return ChatMessage("user", f"{turn.author_name}{spoken}: {turn.content}", name=name)
 
 
+def turn_tokens(turn: NewTurn, counter: TokenCounter) -> int:
+    """What a turn costs in a request: counted once, when it is stored, and kept with it."""
+    return counter.count(turn_to_message(turn).content)
+
+
 def build_window(
-    turns: Sequence[Turn], system_prompt: str, budget: int, counter: TokenCounter, *, more_in_store: bool
+    turns: Sequence[NewTurn], system_prompt: str, budget: int, counter: TokenCounter, *, more_in_store: bool
 ) -> Window:
     """The system prompt plus the newest turns that fit `budget` tokens (the newest turn always goes)."""
     used = counter.count(system_prompt)
     chosen: list[ChatMessage] = []
     for turn in reversed(turns):
-        message = turn_to_message(turn)
-        cost = counter.count(message.content)
+        cost = turn.tokens or turn_tokens(turn, counter)
         if chosen and used + cost > budget:
             break
-        chosen.append(message)
+        chosen.append(turn_to_message(turn))
         used += cost
     omitted = more_in_store or len(chosen) < len(turns)
     return Window([ChatMessage("system", system_prompt), *reversed(chosen)], omitted, used)

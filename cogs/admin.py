@@ -258,7 +258,7 @@ class Admin(commands.Cog):
         ceiling = getattr(self.bot.settings.limits, limit)
         if value is not None and ceiling and value > ceiling:
             raise UserError(f"The bot's owner set this limit to {ceiling:,}; a server can only lower it.")
-        await self.bot.store.update_guild_settings(guild_id, {"limits": {limit: value}})
+        await self.bot.records.update_guild_settings(guild_id, {"limits": {limit: value}})
         log.info("User %s set %s to %s in guild %s", interaction.user.id, limit, value, guild_id)
         shown = f"{value:,}" if value is not None else "the bot's own"
         await interaction.response.send_message(f"✅ {LIMIT_NAMES[limit]}: {shown}.", ephemeral=True)
@@ -281,10 +281,10 @@ class Admin(commands.Cog):
         """Store a change for the guild or a channel and confirm it; it takes effect with the next request."""
         guild_id = require_manager(interaction)
         if channel is not None:
-            await self.bot.store.update_channel_settings(channel.id, changes, guild_id=guild_id)
+            await self.bot.records.update_channel_settings(channel.id, changes, guild_id=guild_id)
             where = f"in {channel.mention}"
         else:
-            await self.bot.store.update_guild_settings(guild_id, changes)
+            await self.bot.records.update_guild_settings(guild_id, changes)
             where = "in this server"
         log.info("User %s changed %s %s (guild %s)", interaction.user.id, changes, where, guild_id)
         message = f"✅ {summary[0].upper()}{summary[1:]} {where}."

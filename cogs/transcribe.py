@@ -16,11 +16,11 @@ from discord.ext import commands
 
 from bot.access import Admission, parent_id_of, role_ids_of
 from bot.audio import Progress, ProgressCallback, Stage, Transcriber, Transcript, format_duration, upload_stem
-from bot.bot import Bot, describe_error
+from bot.bot import Bot
+from bot.conversation import Place, Question
 from bot.errors import GENERIC_FAILURE, UserError
 from bot.render import MESSAGE_LIMIT, split_message, truncate
-from bot.streaming import typing_in
-from cogs.chat import Chat, UserTurn
+from bot.replies import ChannelSurface, describe_error, reply_with_refusal, typing_in
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Transcription(commands.Cog):
         # Anyone may see the setting; changing it needs one of these, checked here since Discord does not.
         if not (interaction.permissions.manage_channels or interaction.permissions.manage_guild):
             raise UserError("🔒 Only members with Manage Channels or Manage Server can change this.")
-        await self.bot.store.update_channel_settings(
+        await self.bot.records.update_channel_settings(
             channel.id, {AUTO_TRANSCRIBE_SETTING: enabled}, guild_id=interaction.guild_id
         )
         log.info("User %s set automatic transcription %s in channel %s", interaction.user.id, enabled, channel.id)
@@ -209,23 +209,26 @@ class Transcription(commands.Cog):
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """A voice message is a chat turn in the bot's conversations, or gets a transcript where that is on."""
-        if message.author.bot or not message.flags.voice:
-            return
+        if message.author.bot or not message.flags.voice or message.author.id in self.bot.settings.blocked_user_ids:
+            return  # a blocked member gets no word from the bot
         # Without the Message Content intent Discord sends most messages without their attachments.
         attachment = media_attachment(message)
         if attachment is None:
             return
-        found = self.bot.get_cog("Chat")
-        chat = found if isinstance(found, Chat) else None
-        # Taken before the first await, as the chat cog does for typed messages: a message sent after
-        # this voice message is answered after it, and the history keeps their order.
-        async with chat.channel_lock(message.channel.id) if chat else contextlib.nullcontext():
-            await self._handle_voice_message(message, attachment, chat)
+        # Its place in the channel's chat order, taken before the first await as for typed messages: a message
+        # sent after this voice message is answered after it. Left at once unless it becomes a chat turn.
+        place = self.bot.conversations.arrive(message.channel.id)
+        try:
+            await self._handle_voice_message(message, attachment, place)
+        finally:
+            place.leave()
 
     async def _handle_voice_message(
-        self, message: discord.Message, attachment: discord.Attachment, chat: Chat | None
+        self, message: discord.Message, attachment: discord.Attachment, place: Place
     ) -> None:
-        route = await self._route_voice_message(message, chat)
+        route = await self._route_voice_message(message)
+        if route != "turn":
+            place.leave()  # an automatic transcript never holds up the channel's conversation
         if route is None:
             return
         guild_id = message.guild.id if message.guild else None
@@ -243,23 +246,23 @@ class Transcription(commands.Cog):
                 transcript = await self._transcribe_attachment(
                     attachment, filename, message.author.id, guild_id, message.channel, admission
                 )
-            if chat is not None and route == "turn" and transcript.text.strip():
-                await self._take_turn(chat, message, transcript.text.strip())
+            if route == "turn" and transcript.text.strip():
+                await self._take_turn(place, message, transcript.text.strip())
             else:
                 await self._reply_with_transcript(message, transcript)
         except Exception as error:
             await self._report_voice_failure(message, error)
 
-    async def _route_voice_message(self, message: discord.Message, chat: Chat | None) -> VoiceRoute | None:
+    async def _route_voice_message(self, message: discord.Message) -> VoiceRoute | None:
         """What a voice message gets: a chat answer, a transcript, or (None) nothing."""
         if message.guild is None:
-            return "turn" if chat else None  # a DM speaks to the bot; the gate decides whether it answers DMs
+            return "turn"  # a DM speaks to the bot; the gate decides whether it answers DMs
         channel_id, parent_id = message.channel.id, parent_id_of(message.channel)
         if not await self.bot.gate.enabled_here(
             "audio", message.guild.id, channel_id, parent_id=parent_id, user_id=message.author.id
         ):
             return None  # transcription is off here: ignored without a word, as the admins asked
-        if chat and await self._in_conversation(message):
+        if await self._in_conversation(message):
             return "turn"
         if await self.bot.gate.auto_transcribe_here(message.guild.id, channel_id, parent_id=parent_id):
             return "transcript"
@@ -272,25 +275,28 @@ class Transcription(commands.Cog):
             return False
         if not await self.bot.gate.enabled_here("chat", message.guild.id, channel.id, parent_id=channel.parent_id):
             return False
-        return (await self.bot.store.get_channel(channel.id)).is_conversation
+        return (await self.bot.records.channel(channel.id)).is_conversation
 
-    async def _take_turn(self, chat: Chat, message: discord.Message, text: str) -> None:
-        """The transcript becomes the speaker's turn; the chat cog screens it like typed text and answers."""
-        # The voice message was counted as one request when it was let through for transcription.
-        if not await chat.screen_message(message, text, counts_as_request=False):
-            return
-        guild_id = message.guild.id if message.guild else None
-        await chat.take_turn(
-            UserTurn(
-                message.channel,
-                message.author.id,
-                message.author.display_name,
-                text,
-                guild_id,
-                reply_to=message,
-                spoken=True,
-            )
+    async def _take_turn(self, place: Place, message: discord.Message, text: str) -> None:
+        """The transcript becomes the speaker's turn, screened like typed text and answered by the engine."""
+        engine = self.bot.conversations
+        question = Question(
+            channel_id=message.channel.id,
+            guild_id=message.guild.id if message.guild else None,
+            author_id=message.author.id,
+            author_name=message.author.display_name,
+            text=text,
+            parent_id=parent_id_of(message.channel),
+            message_id=message.id,
+            spoken=True,
         )
+        try:
+            # The voice message was counted as one request when it was let through for transcription.
+            admission = await engine.admit(question, role_ids=role_ids_of(message.author), counts_as_request=False)
+        except Exception as error:
+            await reply_with_refusal(message, error)
+            return
+        await engine.answer(place, question, admission, ChannelSurface(message.channel, reply_to=message))
 
     async def _reply_with_transcript(self, message: discord.Message, transcript: Transcript) -> None:
         subject = describe_subject(VOICE_MESSAGE_FILENAME, voice=True)

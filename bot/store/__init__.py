@@ -10,6 +10,7 @@ from datetime import datetime
 
 from bot.store.base import (
     RATE_WINDOW_SECONDS,
+    AnswerWrite,
     Cap,
     ChannelRecord,
     NewTurn,
@@ -19,6 +20,7 @@ from bot.store.base import (
     Scope,
     Store,
     Turn,
+    TurnState,
     UsageFeature,
     UsageRecord,
     UsageSum,
@@ -49,6 +51,7 @@ async def open_store(database_url: str, *, pool_size: int = 10, clock: Callable[
 
 __all__ = [
     "RATE_WINDOW_SECONDS",
+    "AnswerWrite",
     "Cap",
     "ChannelRecord",
     "NewTurn",
@@ -61,6 +64,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "Turn",
+    "TurnState",
     "UsageFeature",
     "UsageRecord",
     "UsageSum",

@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 Role = Literal["user", "assistant"]
+# A user turn is "pending" until it is answered (or its answer failed); an answer is "streaming" while only
+# part of it is stored (what was already shown), then "done". A restart looks for what is not done.
+TurnState = Literal["pending", "streaming", "done"]
 Scope = Literal["user", "guild"]
 UsageFeature = Literal["chat", "images", "audio", "speech", "moderation"]
 
@@ -31,14 +34,40 @@ class NewTurn:
     author_name: str
     content: str
     spoken: bool = False
+    tokens: int = 0  # counted once, when the turn is stored
+    message_id: int | None = None  # the Discord message a user turn came from
+    state: TurnState = "done"
 
 
 @dataclass(frozen=True)
 class Turn(NewTurn):
-    """A stored turn, with its position and time."""
+    """A stored turn, with its position, time and place."""
 
     id: int = 0
     created_at: datetime = datetime.min
+    channel_id: int = 0
+    guild_id: int | None = None
+    reply_ids: tuple[int, ...] = ()  # the Discord messages an answer occupies
+
+
+@dataclass(frozen=True)
+class AnswerWrite:
+    """An answer to store: while streaming, what was shown so far; once whole, with its usage.
+
+    Without `usage` the answer is stored as "streaming" (written before that much is shown, so a crash keeps
+    it); with `usage` it is "done", its question is marked answered and the usage recorded (its hold dropped),
+    all in one transaction. `answer_id` updates the answer written before instead of adding one.
+    """
+
+    channel_id: int
+    guild_id: int | None
+    question_id: int
+    text: str
+    tokens: int
+    reply_ids: tuple[int, ...] = ()
+    answer_id: int | None = None
+    usage: UsageRecord | None = None
+    hold_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -170,8 +199,26 @@ class Store(Protocol):
     async def close(self) -> None:
         """Flush and close; the store is unusable afterwards."""
 
-    async def add_turn(self, channel_id: int, turn: NewTurn) -> Turn:
+    async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
         """Append a turn to a channel's conversation."""
+
+    async def write_answer(self, answer: AnswerWrite) -> int:
+        """Store (or update) an answer; return its turn id. See AnswerWrite."""
+
+    async def abandon_answer(
+        self,
+        question_id: int,
+        *,
+        answer_id: int | None = None,
+        usage: UsageRecord | None = None,
+        hold_id: int | None = None,
+    ) -> None:
+        """An answer that failed or was withheld: forget what was stored of it, mark the question answered (it
+        was told why) and record what the call used, in one transaction."""
+
+    async def turns_in_flight(self, since: datetime) -> list[Turn]:
+        """Questions still pending and answers still streaming, stored since `since`, oldest first: what a
+        crash interrupted."""
 
     async def recent_turns(self, channel_id: int, limit: int) -> list[Turn]:
         """The newest `limit` turns of a channel, oldest first; costs the same however long the history."""

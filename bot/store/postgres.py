@@ -19,17 +19,28 @@ import asyncpg
 from bot.store.base import (
     HOLD_SECONDS,
     RATE_WINDOW_SECONDS,
+    AnswerWrite,
     ChannelRecord,
     NewTurn,
     Refusal,
     Reservation,
     Reserved,
     Turn,
+    TurnState,
     UsageRecord,
     UsageSum,
     utc_now,
 )
-from bot.store.schema import POSTGRES_MIGRATIONS, OutdatedSchema, ledger_values, rollup_keys, spend_rows, utc_day
+from bot.store.schema import (
+    POSTGRES_MIGRATIONS,
+    OutdatedSchema,
+    ledger_values,
+    reply_ids_of,
+    reply_ids_text,
+    rollup_keys,
+    spend_rows,
+    utc_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,42 +114,69 @@ class PostgresStore:
 
     # -- conversations -------------------------------------------------------------------------------
 
-    async def add_turn(self, channel_id: int, turn: NewTurn) -> Turn:
+    async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
         """Append a turn to a channel's conversation."""
         created_at = self._clock()
-        turn_id = await self._pool.fetchval(
-            "INSERT INTO turns (channel_id, role, author_id, author_name, content, spoken, created_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            channel_id,
-            turn.role,
-            turn.author_id,
-            turn.author_name,
-            turn.content,
-            turn.spoken,
-            created_at,
+        turn_id = await _insert_turn(self._pool, channel_id, guild_id, turn, (), created_at)
+        return Turn(**vars(turn), id=turn_id, created_at=created_at, channel_id=channel_id, guild_id=guild_id)
+
+    async def write_answer(self, answer: AnswerWrite) -> int:
+        """Store (or update) an answer, and once it is whole its question's state and usage, in one transaction."""
+        moment = self._clock()
+        state: TurnState = "done" if answer.usage is not None else "streaming"
+        async with self._pool.acquire() as connection, connection.transaction():
+            if answer.answer_id is not None:
+                await connection.execute(
+                    "UPDATE turns SET content = $2, tokens = $3, reply_ids = $4, state = $5 WHERE id = $1",
+                    answer.answer_id,
+                    answer.text,
+                    answer.tokens,
+                    reply_ids_text(answer.reply_ids),
+                    state,
+                )
+                answer_id = answer.answer_id
+            else:
+                turn = NewTurn("assistant", None, "assistant", answer.text, tokens=answer.tokens, state=state)
+                answer_id = await _insert_turn(
+                    connection, answer.channel_id, answer.guild_id, turn, answer.reply_ids, moment
+                )
+            if answer.usage is not None:
+                await connection.execute("UPDATE turns SET state = 'done' WHERE id = $1", answer.question_id)
+                await _record_usage(connection, answer.usage, moment, answer.hold_id)
+        return answer_id
+
+    async def abandon_answer(
+        self,
+        question_id: int,
+        *,
+        answer_id: int | None = None,
+        usage: UsageRecord | None = None,
+        hold_id: int | None = None,
+    ) -> None:
+        """Forget a failed answer, mark its question answered and record its usage, in one transaction."""
+        moment = self._clock()
+        async with self._pool.acquire() as connection, connection.transaction():
+            if answer_id is not None:
+                await connection.execute("DELETE FROM turns WHERE id = $1", answer_id)
+            await connection.execute("UPDATE turns SET state = 'done' WHERE id = $1", question_id)
+            if usage is not None:
+                await _record_usage(connection, usage, moment, hold_id)
+            elif hold_id is not None:
+                await connection.execute("DELETE FROM holds WHERE id = $1", hold_id)
+
+    async def turns_in_flight(self, since: datetime) -> list[Turn]:
+        """Pending questions and streaming answers since `since`, oldest first (a partial index keeps it small)."""
+        rows = await self._pool.fetch(
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE state != 'done' AND created_at >= $1 ORDER BY id", since
         )
-        return Turn(**vars(turn), id=turn_id, created_at=created_at)
+        return [_turn(row) for row in rows]
 
     async def recent_turns(self, channel_id: int, limit: int) -> list[Turn]:
         """The newest `limit` turns of a channel, oldest first (an index range scan: flat in history size)."""
         rows = await self._pool.fetch(
-            "SELECT id, role, author_id, author_name, content, spoken, created_at FROM turns"
-            " WHERE channel_id = $1 ORDER BY id DESC LIMIT $2",
-            channel_id,
-            limit,
+            f"SELECT {TURN_COLUMNS} FROM turns WHERE channel_id = $1 ORDER BY id DESC LIMIT $2", channel_id, limit
         )
-        return [
-            Turn(
-                id=row["id"],
-                role=row["role"],
-                author_id=row["author_id"],
-                author_name=row["author_name"],
-                content=row["content"],
-                spoken=row["spoken"],
-                created_at=row["created_at"],
-            )
-            for row in reversed(rows)
-        ]
+        return [_turn(row) for row in reversed(rows)]
 
     async def clear_turns(self, channel_id: int) -> int:
         """Forget a channel's turns; return how many were forgotten."""
@@ -257,22 +295,7 @@ class PostgresStore:
 
     async def record_usage(self, usage: UsageRecord, *, hold_id: int | None = None) -> None:
         """Add one call to the ledger and today's roll-ups and drop its hold, in one statement."""
-        moment = self._clock()
-        guild_key, user_key, _, _, size_key = rollup_keys(usage)
-        spends = spend_rows(usage)
-        await self._pool.execute(
-            RECORD_USAGE,
-            moment,
-            *ledger_values(usage),
-            utc_day(moment),
-            guild_key,
-            user_key,
-            size_key,
-            [scope for scope, _, _ in spends],
-            [key for _, key, _ in spends],
-            [amount for _, _, amount in spends],
-            hold_id,
-        )
+        await _record_usage(self._pool, usage, self._clock(), hold_id)
 
     async def usage_by_model(
         self, since: datetime, *, user_id: int | None = None, guild_id: int | None = None
@@ -320,6 +343,63 @@ class PostgresStore:
                 interval,
             )
             return 0.0
+
+
+TURN_COLUMNS = (
+    "id, channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id, reply_ids, state,"
+    " created_at"
+)
+
+
+def _turn(row: Any) -> Turn:
+    return Turn(**{**dict(row), "reply_ids": reply_ids_of(row["reply_ids"])})
+
+
+async def _insert_turn(
+    connection: Any,
+    channel_id: int,
+    guild_id: int | None,
+    turn: NewTurn,
+    reply_ids: tuple[int, ...],
+    created_at: datetime,
+) -> int:
+    """Insert a turn through a pool or a connection (inside a transaction); its id."""
+    turn_id = await connection.fetchval(
+        "INSERT INTO turns (channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id,"
+        " reply_ids, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        channel_id,
+        guild_id,
+        turn.role,
+        turn.author_id,
+        turn.author_name,
+        turn.content,
+        turn.spoken,
+        turn.tokens,
+        turn.message_id,
+        reply_ids_text(reply_ids),
+        turn.state,
+        created_at,
+    )
+    return int(turn_id)
+
+
+async def _record_usage(connection: Any, usage: UsageRecord, moment: datetime, hold_id: int | None) -> None:
+    """The ledger row, the roll-ups and the hold's end in one statement, through a pool or a connection."""
+    guild_key, user_key, _, _, size_key = rollup_keys(usage)
+    spends = spend_rows(usage)
+    await connection.execute(
+        RECORD_USAGE,
+        moment,
+        *ledger_values(usage),
+        utc_day(moment),
+        guild_key,
+        user_key,
+        size_key,
+        [scope for scope, _, _ in spends],
+        [key for _, key, _ in spends],
+        [amount for _, _, amount in spends],
+        hold_id,
+    )
 
 
 async def _reserve(connection: asyncpg.Connection, reservation: Reservation) -> Reserved | Refusal:

@@ -113,6 +113,18 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
+TURN_COLUMNS_V4 = (
+    # Token counts are taken once, when a turn is stored; the Discord message ids and the state let a restart
+    # find what a crash interrupted and answer it.
+    "ALTER TABLE turns ADD COLUMN guild_id {id}",
+    "ALTER TABLE turns ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE turns ADD COLUMN message_id {id}",
+    "ALTER TABLE turns ADD COLUMN reply_ids TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE turns ADD COLUMN state TEXT NOT NULL DEFAULT 'done'",
+    "CREATE INDEX turns_in_flight ON turns (created_at) WHERE state != 'done'",
+)
+SQLITE_MIGRATIONS += (tuple(statement.format(id="INTEGER") for statement in TURN_COLUMNS_V4),)
+
 # PostgreSQL arrived with the schema SQLite reached at version 3, so its first version is that whole schema.
 POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -214,6 +226,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END
         $$""",
     ),
+    tuple(statement.format(id="BIGINT") for statement in TURN_COLUMNS_V4),
 )
 
 
@@ -224,6 +237,16 @@ class OutdatedSchema(RuntimeError):
         super().__init__(f"schema version {found}; this bot writes version {expected}")
         self.found = found
         self.expected = expected
+
+
+def reply_ids_text(ids: tuple[int, ...]) -> str:
+    """Discord message ids as both backends keep them: comma-separated."""
+    return ",".join(str(message_id) for message_id in ids)
+
+
+def reply_ids_of(text: str) -> tuple[int, ...]:
+    """The message ids kept by reply_ids_text."""
+    return tuple(int(part) for part in text.split(",") if part)
 
 
 def timestamp(moment: datetime) -> str:

@@ -22,12 +22,14 @@ from urllib.parse import quote
 from bot.store.base import (
     HOLD_SECONDS,
     RATE_WINDOW_SECONDS,
+    AnswerWrite,
     ChannelRecord,
     NewTurn,
     Refusal,
     Reservation,
     Reserved,
     Turn,
+    TurnState,
     UsageRecord,
     UsageSum,
     utc_now,
@@ -37,6 +39,8 @@ from bot.store.schema import (
     OutdatedSchema,
     day_key,
     ledger_values,
+    reply_ids_of,
+    reply_ids_text,
     rollup_keys,
     spend_rows,
     timestamp,
@@ -151,52 +155,74 @@ class SqliteStore:
 
     # -- conversations -------------------------------------------------------------------------------
 
-    async def add_turn(self, channel_id: int, turn: NewTurn) -> Turn:
+    async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
         """Append a turn to a channel's conversation."""
         created_at = self._clock()
+        turn_id = await self._writer.run(lambda db: _insert_turn(db, channel_id, guild_id, turn, (), created_at))
+        return Turn(**vars(turn), id=turn_id, created_at=created_at, channel_id=channel_id, guild_id=guild_id)
 
-        def insert(db: sqlite3.Connection) -> int | None:
-            return db.execute(
-                "INSERT INTO turns (channel_id, role, author_id, author_name, content, spoken, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    channel_id,
-                    turn.role,
-                    turn.author_id,
-                    turn.author_name,
-                    turn.content,
-                    turn.spoken,
-                    timestamp(created_at),
-                ),
-            ).lastrowid
+    async def write_answer(self, answer: AnswerWrite) -> int:
+        """Store (or update) an answer, and once it is whole its question's state and usage, in one transaction."""
+        moment = self._clock()
 
-        turn_id = await self._writer.run(insert)
-        assert turn_id is not None  # an INSERT into a rowid table always sets it
-        return Turn(**vars(turn), id=turn_id, created_at=created_at)
+        def write(db: sqlite3.Connection) -> int:
+            state: TurnState = "done" if answer.usage is not None else "streaming"
+            if answer.answer_id is not None:
+                db.execute(
+                    "UPDATE turns SET content = ?, tokens = ?, reply_ids = ?, state = ? WHERE id = ?",
+                    (answer.text, answer.tokens, reply_ids_text(answer.reply_ids), state, answer.answer_id),
+                )
+                answer_id = answer.answer_id
+            else:
+                turn = NewTurn("assistant", None, "assistant", answer.text, tokens=answer.tokens, state=state)
+                answer_id = _insert_turn(db, answer.channel_id, answer.guild_id, turn, answer.reply_ids, moment)
+            if answer.usage is not None:
+                db.execute("UPDATE turns SET state = 'done' WHERE id = ?", (answer.question_id,))
+                _record_usage(db, answer.usage, moment, answer.hold_id)
+            return answer_id
+
+        return await self._writer.run(_transaction(write))
+
+    async def abandon_answer(
+        self,
+        question_id: int,
+        *,
+        answer_id: int | None = None,
+        usage: UsageRecord | None = None,
+        hold_id: int | None = None,
+    ) -> None:
+        """Forget a failed answer, mark its question answered and record its usage, in one transaction."""
+        moment = self._clock()
+
+        def abandon(db: sqlite3.Connection) -> None:
+            if answer_id is not None:
+                db.execute("DELETE FROM turns WHERE id = ?", (answer_id,))
+            db.execute("UPDATE turns SET state = 'done' WHERE id = ?", (question_id,))
+            if usage is not None:
+                _record_usage(db, usage, moment, hold_id)
+            elif hold_id is not None:
+                db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+
+        await self._writer.run(_transaction(abandon))
+
+    async def turns_in_flight(self, since: datetime) -> list[Turn]:
+        """Pending questions and streaming answers since `since`, oldest first (a partial index keeps it small)."""
+        rows = await self._writer.run(
+            lambda db: db.execute(
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE state != 'done' AND created_at >= ? ORDER BY id",
+                (timestamp(since),),
+            ).fetchall()
+        )
+        return [_turn(row) for row in rows]
 
     async def recent_turns(self, channel_id: int, limit: int) -> list[Turn]:
         """The newest `limit` turns of a channel, oldest first (an index range scan: flat in history size)."""
-
-        def select(db: sqlite3.Connection) -> list[Any]:
-            return db.execute(
-                "SELECT id, role, author_id, author_name, content, spoken, created_at FROM turns"
-                " WHERE channel_id = ? ORDER BY id DESC LIMIT ?",
-                (channel_id, limit),
+        rows = await self._writer.run(
+            lambda db: db.execute(
+                f"SELECT {TURN_COLUMNS} FROM turns WHERE channel_id = ? ORDER BY id DESC LIMIT ?", (channel_id, limit)
             ).fetchall()
-
-        rows = await self._writer.run(select)
-        return [
-            Turn(
-                id=row[0],
-                role=row[1],
-                author_id=row[2],
-                author_name=row[3],
-                content=row[4],
-                spoken=bool(row[5]),
-                created_at=datetime.fromisoformat(row[6]),
-            )
-            for row in reversed(rows)
-        ]
+        )
+        return [_turn(row) for row in reversed(rows)]
 
     async def clear_turns(self, channel_id: int) -> int:
         """Forget a channel's turns; return how many were forgotten."""
@@ -378,6 +404,60 @@ def _connect(target: str, *, uri: bool = False, journal: bool = True) -> sqlite3
         # In WAL mode NORMAL may lose the last commits on power loss, never on a killed process.
         db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+TURN_COLUMNS = (
+    "id, channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id, reply_ids, state,"
+    " created_at"
+)
+
+
+def _turn(row: Any) -> Turn:
+    return Turn(
+        id=row[0],
+        channel_id=row[1],
+        guild_id=row[2],
+        role=row[3],
+        author_id=row[4],
+        author_name=row[5],
+        content=row[6],
+        spoken=bool(row[7]),
+        tokens=row[8],
+        message_id=row[9],
+        reply_ids=reply_ids_of(row[10]),
+        state=row[11],
+        created_at=datetime.fromisoformat(row[12]),
+    )
+
+
+def _insert_turn(
+    db: sqlite3.Connection,
+    channel_id: int,
+    guild_id: int | None,
+    turn: NewTurn,
+    reply_ids: tuple[int, ...],
+    created_at: datetime,
+) -> int:
+    cursor = db.execute(
+        "INSERT INTO turns (channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id,"
+        " reply_ids, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            channel_id,
+            guild_id,
+            turn.role,
+            turn.author_id,
+            turn.author_name,
+            turn.content,
+            turn.spoken,
+            turn.tokens,
+            turn.message_id,
+            reply_ids_text(reply_ids),
+            turn.state,
+            timestamp(created_at),
+        ),
+    )
+    assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
+    return cursor.lastrowid
 
 
 def _inspection_uri(path: Path) -> str:

@@ -12,6 +12,7 @@ import pytest
 from bot.access import Admission, Feature, Gate, tighter
 from bot.config import Settings
 from bot.errors import UserError
+from bot.records import Records
 from bot.store import Store, UsageRecord, open_store
 
 MINIMAL = {"DISCORD_TOKEN": "discord-token", "OPENAI_API_KEY": "sk-secret-key"}
@@ -50,12 +51,19 @@ GateFactory = Callable[..., Gate]
 
 
 @pytest.fixture
-def make_gate(store: Store, clock: Clock) -> GateFactory:
+def records(store: Store) -> Records:
+    """The records cache the bot's gate reads settings through; tests change settings through it, as the
+    /settings commands do."""
+    return Records(store)
+
+
+@pytest.fixture
+def make_gate(store: Store, records: Records, clock: Clock) -> GateFactory:
     """A gate over the real store; keyword arguments are environment variables."""
 
     def make(**env: str) -> Gate:
         settings = Settings.from_env({**MINIMAL, **env})
-        return Gate(store, settings, now=lambda: clock.wall)
+        return Gate(store, settings, now=lambda: clock.wall, records=records)
 
     return make
 
@@ -351,10 +359,10 @@ async def test_direct_messages_follow_allow_dms(make_gate: GateFactory) -> None:
 
 
 async def test_a_feature_switched_off_for_the_server_is_off_everywhere_in_it(
-    make_gate: GateFactory, store: Store
+    make_gate: GateFactory, store: Store, records: Records
 ) -> None:
     gate = make_gate()
-    await store.update_guild_settings(GUILD, {"features": {"images": False}})
+    await records.update_guild_settings(GUILD, {"features": {"images": False}})
     assert not await gate.enabled_here("images", GUILD, CHANNEL)
     assert "Image generation is turned off here" in await refusal(gate, "images")
     assert await gate.enabled_here("chat", GUILD, CHANNEL)
@@ -362,26 +370,28 @@ async def test_a_feature_switched_off_for_the_server_is_off_everywhere_in_it(
 
 
 async def test_a_channel_switch_overrides_the_server_and_carries_to_its_threads(
-    make_gate: GateFactory, store: Store
+    make_gate: GateFactory, store: Store, records: Records
 ) -> None:
     gate = make_gate()
-    await store.update_guild_settings(GUILD, {"features": {"chat": False}})
-    await store.update_channel_settings(CHANNEL, {"features": {"chat": True}}, guild_id=GUILD)
-    await store.update_channel_settings(OTHER_CHANNEL, {"features": {"images": False}}, guild_id=GUILD)
+    await records.update_guild_settings(GUILD, {"features": {"chat": False}})
+    await records.update_channel_settings(CHANNEL, {"features": {"chat": True}}, guild_id=GUILD)
+    await records.update_channel_settings(OTHER_CHANNEL, {"features": {"images": False}}, guild_id=GUILD)
     assert await gate.enabled_here("chat", GUILD, CHANNEL)
     assert await gate.enabled_here("chat", GUILD, THREAD, parent_id=CHANNEL)
     assert not await gate.enabled_here("chat", GUILD, OTHER_CHANNEL)
     assert not await gate.enabled_here("images", GUILD, THREAD, parent_id=OTHER_CHANNEL)
-    await store.save_conversation_thread(
+    await records.save_conversation_thread(
         THREAD, guild_id=GUILD, parent_id=OTHER_CHANNEL, opened_by=USER, system_prompt=None
     )
     assert not await gate.enabled_here("images", GUILD, THREAD)  # the stored thread knows its parent
 
 
-async def test_setting_a_switch_back_to_default_removes_it(make_gate: GateFactory, store: Store) -> None:
+async def test_setting_a_switch_back_to_default_removes_it(
+    make_gate: GateFactory, store: Store, records: Records
+) -> None:
     gate = make_gate()
-    await store.update_channel_settings(CHANNEL, {"features": {"chat": False}}, guild_id=GUILD)
-    await store.update_channel_settings(CHANNEL, {"features": {"chat": None}}, guild_id=GUILD)
+    await records.update_channel_settings(CHANNEL, {"features": {"chat": False}}, guild_id=GUILD)
+    await records.update_channel_settings(CHANNEL, {"features": {"chat": None}}, guild_id=GUILD)
     assert await gate.enabled_here("chat", GUILD, CHANNEL)
     assert (await store.get_channel(CHANNEL)).settings == {"features": {}}
 
@@ -389,9 +399,11 @@ async def test_setting_a_switch_back_to_default_removes_it(make_gate: GateFactor
 # -- per-server values ----------------------------------------------------------------------------
 
 
-async def test_a_server_can_lower_a_limit_but_not_raise_it(make_gate: GateFactory, store: Store) -> None:
+async def test_a_server_can_lower_a_limit_but_not_raise_it(
+    make_gate: GateFactory, store: Store, records: Records
+) -> None:
     gate = make_gate(USER_REQUESTS_PER_MINUTE="10", USER_DAILY_IMAGES="0")
-    await store.update_guild_settings(
+    await records.update_guild_settings(
         GUILD, {"limits": {"user_requests_per_minute": 2, "user_daily_chat_tokens": 10**9, "user_daily_images": 5}}
     )
     limits = await gate.limits_for(GUILD)
@@ -413,27 +425,27 @@ def test_the_tighter_limit_wins_and_zero_means_none() -> None:
 
 
 async def test_models_come_from_channel_then_parent_then_server_then_settings(
-    make_gate: GateFactory, store: Store
+    make_gate: GateFactory, store: Store, records: Records
 ) -> None:
     gate = make_gate(CHAT_MODEL="bot-default")
     assert await gate.model_for("chat", GUILD, THREAD, parent_id=CHANNEL) == "bot-default"
-    await store.update_guild_settings(GUILD, {"models": {"chat": "server-model"}})
+    await records.update_guild_settings(GUILD, {"models": {"chat": "server-model"}})
     assert await gate.model_for("chat", GUILD, THREAD, parent_id=CHANNEL) == "server-model"
-    await store.update_channel_settings(CHANNEL, {"models": {"chat": "channel-model"}}, guild_id=GUILD)
+    await records.update_channel_settings(CHANNEL, {"models": {"chat": "channel-model"}}, guild_id=GUILD)
     assert await gate.model_for("chat", GUILD, THREAD, parent_id=CHANNEL) == "channel-model"
-    await store.update_channel_settings(THREAD, {"models": {"chat": "thread-model"}}, guild_id=GUILD)
+    await records.update_channel_settings(THREAD, {"models": {"chat": "thread-model"}}, guild_id=GUILD)
     assert await gate.model_for("chat", GUILD, THREAD, parent_id=CHANNEL) == "thread-model"
     assert await gate.model_for("images", GUILD, THREAD, parent_id=CHANNEL) == "gpt-image-2"
 
 
 async def test_automatic_transcription_follows_channel_parent_server_then_setting(
-    make_gate: GateFactory, store: Store
+    make_gate: GateFactory, store: Store, records: Records
 ) -> None:
     gate = make_gate(AUTO_TRANSCRIBE="true")
     assert await gate.auto_transcribe_here(GUILD, THREAD, parent_id=CHANNEL)
-    await store.update_guild_settings(GUILD, {"auto_transcribe": False})
+    await records.update_guild_settings(GUILD, {"auto_transcribe": False})
     assert not await gate.auto_transcribe_here(GUILD, THREAD, parent_id=CHANNEL)
-    await store.update_channel_settings(CHANNEL, {"auto_transcribe": True}, guild_id=GUILD)
+    await records.update_channel_settings(CHANNEL, {"auto_transcribe": True}, guild_id=GUILD)
     assert await gate.auto_transcribe_here(GUILD, THREAD, parent_id=CHANNEL)
 
 

@@ -1,7 +1,9 @@
 """The per-channel edit throttle that keeps streamed answers under Discord's rate limit."""
 
+import asyncio
+
 from bot.render import split_message
-from bot.streaming import RATE_WINDOW_SECONDS, EditThrottle, StreamingReply
+from bot.streaming import RATE_WINDOW_SECONDS, TYPING_DELAY_SECONDS, EditThrottle, StreamingReply
 
 
 class Clock:
@@ -40,25 +42,32 @@ def test_one_write_of_the_window_is_kept_for_the_final_edit() -> None:
 class Message:
     """A posted message that records its edits."""
 
-    def __init__(self, content: str) -> None:
+    def __init__(self, message_id: int, content: str) -> None:
+        self.id = message_id
         self.content = content
         self.edits: list[str] = []
 
-    async def edit(self, *, content: str) -> "Message":
-        self.edits.append(content)
-        self.content = content
-        return self
 
-
-class Channel:
-    """A channel that keeps what is posted in it."""
+class Surface:
+    """A reply surface in memory: what is posted, edited and typed, in order."""
 
     def __init__(self) -> None:
         self.sent: list[Message] = []
+        self.calls: list[str] = []
 
-    async def send(self, content: str, **_: object) -> Message:
-        self.sent.append(Message(content))
+    async def send(self, text: str, *, first: bool) -> Message:
+        self.calls.append("send (first)" if first else "send")
+        self.sent.append(Message(len(self.sent) + 1, text))
         return self.sent[-1]
+
+    async def edit(self, message: Message, text: str) -> Message:  # type: ignore[override]
+        self.calls.append("edit")
+        message.edits.append(text)
+        message.content = text
+        return message
+
+    async def typing(self) -> None:
+        self.calls.append("typing")
 
 
 def closed_throttle() -> EditThrottle:
@@ -70,24 +79,67 @@ def closed_throttle() -> EditThrottle:
 
 
 async def test_the_first_message_and_the_final_text_are_never_held_back_by_the_throttle() -> None:
-    channel = Channel()
-    reply = StreamingReply(channel, 1, closed_throttle())  # type: ignore[arg-type]
+    surface = Surface()
+    reply = StreamingReply(surface, 1, closed_throttle())
     await reply.update("Hel")
     await reply.update("Hello, wor")  # throttled: shown later, if at all
+    assert reply.message_ids == (1,)
     await reply.finish("Hello, world.")
-    assert [m.content for m in channel.sent] == ["Hello, world."]
-    assert channel.sent[0].edits == ["Hello, world."]
+    await reply.close()
+    assert [m.content for m in surface.sent] == ["Hello, world."]
+    assert surface.sent[0].edits == ["Hello, world."]
+    assert surface.calls == ["send (first)", "edit"]
 
 
 async def test_a_growing_answer_continues_in_a_new_message_before_2000_characters() -> None:
-    channel = Channel()
+    surface = Surface()
     clock = Clock()
-    reply = StreamingReply(channel, 1, EditThrottle(clock=clock))  # type: ignore[arg-type]
+    reply = StreamingReply(surface, 1, EditThrottle(clock=clock))
     text = "\n".join(f"line {i}: " + "x" * 60 for i in range(60))
     for end in range(100, len(text), 500):
         clock.now += 10  # every update may be shown
         await reply.update(text[:end])
-        assert all(len(m.content) <= 2000 for m in channel.sent)
+        assert all(len(m.content) <= 2000 for m in surface.sent)
     await reply.finish(text)
-    assert [m.content for m in channel.sent] == split_message(text)
-    assert len(channel.sent) == 3
+    assert [m.content for m in surface.sent] == split_message(text)
+    assert len(surface.sent) == 3
+    assert surface.calls.count("send (first)") == 1
+
+
+async def test_what_is_about_to_be_shown_is_handed_over_first() -> None:
+    surface = Surface()
+    clock = Clock()
+    seen_before_shown: list[tuple[str, int]] = []
+
+    async def before_show(text: str) -> None:
+        seen_before_shown.append((text, len(surface.calls)))
+
+    reply = StreamingReply(surface, 1, EditThrottle(clock=clock), before_show=before_show)
+    await reply.update("One")
+    clock.now += 10
+    await reply.update("One two")
+    await reply.update("One two")  # unchanged: nothing to show, nothing handed over
+    await reply.finish("One two three.")
+    # Each intermediate text is handed over before the request that shows it; the final text is the
+    # caller's to store before it calls finish().
+    assert seen_before_shown == [("One", 0), ("One two", 1)]
+    assert surface.calls == ["send (first)", "edit", "edit"]
+
+
+async def test_a_quick_answer_costs_no_typing_request() -> None:
+    surface = Surface()
+    reply = StreamingReply(surface, 1, EditThrottle())
+    reply.start_typing()
+    await reply.update("Quick.")
+    await reply.finish("Quick.")
+    await asyncio.sleep(TYPING_DELAY_SECONDS + 0.1)
+    assert surface.calls == ["send (first)"]
+
+
+async def test_a_slow_answer_shows_the_typing_indicator_until_text_arrives() -> None:
+    surface = Surface()
+    reply = StreamingReply(surface, 1, EditThrottle())
+    reply.start_typing()
+    await asyncio.sleep(TYPING_DELAY_SECONDS + 0.1)
+    await reply.finish("At last.")
+    assert surface.calls == ["typing", "send (first)"]

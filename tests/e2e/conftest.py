@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 
 import discord
 import pytest
@@ -52,13 +51,14 @@ BotRunner = Callable[..., AbstractAsyncContextManager[Bot]]
 
 
 @pytest.fixture
-def bot_env(emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
-    """The environment of a bot wired to the emulator, the fake OpenAI server and a database file in tmp_path."""
+def bot_env(emulator: DiscordEmulator, fake_openai: FakeOpenAI, database_url: str) -> dict[str, str]:
+    """The environment of a bot wired to the emulator, the fake OpenAI server and a fresh database (each
+    end-to-end test runs once on SQLite and once on PostgreSQL)."""
     return {
         "DISCORD_TOKEN": emulator.token,
         "OPENAI_API_KEY": "sk-test-key",
         "OPENAI_BASE_URL": fake_openai.base_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        "DATABASE_URL": database_url,
         "DISCORD_GUILD_ID": str(emulator.guild_id),
         "OPENAI_TIMEOUT": "2",
     }

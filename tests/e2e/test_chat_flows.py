@@ -8,8 +8,9 @@ import re
 
 import pytest
 
+from bot.conversation import NOTE_OMITTED
 from bot.render import MESSAGE_LIMIT
-from cogs.chat import NOT_ALLOWED, NOTE_OMITTED
+from cogs.chat import NOT_ALLOWED
 from tests.e2e.conftest import BotRunner
 from tests.fakes.discord_emulator import ChannelType, DiscordEmulator, EmuMessage, EmuUser, Perm
 from tests.fakes.openai_server import (
@@ -119,16 +120,28 @@ async def test_chat_in_a_channel_opens_a_public_thread_and_streams_the_answer_th
     assert interaction.original is not None and "Otters?" in interaction.original.content
     assert interaction.original.thread_id == thread.id  # the thread hangs off the prompt message
     assert len(final.revisions) >= 2  # edited as the text arrived
-    typing = [r.at for r in emulator.requests if r.method == "POST" and r.path == f"/channels/{thread.id}/typing"]
-    first_post = next(
-        r.at for r in emulator.requests if r.method == "POST" and r.path == f"/channels/{thread.id}/messages"
-    )
-    assert typing and typing[0] <= first_post
+    # The first words came within half a second: no typing indicator was worth a request.
+    assert not [r for r in emulator.requests if r.path == f"/channels/{thread.id}/typing"]
     assert sent_messages(fake_openai) == [
         ("system", sent_messages(fake_openai)[0][1]),
         ("user", f"{speaker(emulator.member)}: Otters?"),
     ]
     assert fake_openai.requests_to(CHAT)[0].json["messages"][1]["name"] == f"user_{emulator.member.id}"
+
+
+async def test_a_model_that_thinks_first_shows_the_typing_indicator_until_its_first_words(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    fake_openai.queue(CHAT, Reply("Having thought about it: yes."))
+    fake_openai.first_chunk_delay = 1.5
+    async with run_bot():
+        thread_id = await open_conversation(emulator, emulator.member, "Should I?")
+        await wait_for_answer(emulator, thread_id, "Having thought about it: yes.")
+    typing = [r.at for r in emulator.requests if r.method == "POST" and r.path == f"/channels/{thread_id}/typing"]
+    first_post = next(
+        r.at for r in emulator.requests if r.method == "POST" and r.path == f"/channels/{thread_id}/messages"
+    )
+    assert len(typing) == 1 and typing[0] < first_post
 
 
 async def test_follow_ups_carry_the_thread_and_a_mention_elsewhere_carries_none_of_it(

@@ -84,9 +84,9 @@ def process_env(emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Pa
 
 
 async def test_sigterm_stops_the_bot_cleanly_and_kill_9_loses_no_finished_turn(
-    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path, database_url: str
 ) -> None:
-    env = process_env(emulator, fake_openai, tmp_path)
+    env = {**process_env(emulator, fake_openai, tmp_path), "DATABASE_URL": database_url}
     fake_openai.queue(CHAT, Reply("First answer."), Reply("Second answer."), Reply("Third answer."))
 
     async with bot_process(emulator, env, tmp_path) as bot:
@@ -150,3 +150,14 @@ async def test_a_database_that_cannot_be_opened_is_named_with_the_fix(
     assert code == 2
     assert "Could not open the database" in stderr and "DATABASE_URL" in stderr
     assert "Traceback" not in stderr
+
+
+async def test_an_unreachable_postgresql_is_named_without_its_password(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    url = "postgres://bot:s3cr3t-pass@127.0.0.1:9/botdb?sslmode=disable"
+    env = {**process_env(emulator, fake_openai, tmp_path), "DATABASE_URL": url}
+    code, stderr = await run_to_exit(emulator.api_base, emulator.gateway_url, env=env, cwd=tmp_path)
+    assert code == 2
+    assert "Could not open the database postgres://bot:***@127.0.0.1:9/botdb" in stderr
+    assert "s3cr3t-pass" not in stderr and "Traceback" not in stderr

@@ -347,6 +347,8 @@ class FakeOpenAI:
         self.vision_models = list(VISION_MODELS)  # fnmatch patterns
         self.stream_chunk_chars = 8
         self.chunk_delay = 0.0
+        # Seconds a streamed answer waits before its first text, as a model thinking first does.
+        self.first_chunk_delay = 0.0
         self.speech_chars_per_second = SPEECH_CHARS_PER_SECOND
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
@@ -539,6 +541,8 @@ class FakeOpenAI:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         await _send_event(response, chunk({"role": "assistant", "content": "", "refusal": None}))
+        if self.first_chunk_delay:
+            await asyncio.sleep(self.first_chunk_delay)
         if isinstance(behaviour, StreamCut | StreamError):
             return await self._end_broken(request, response, behaviour, chunk)
         if isinstance(behaviour, HugeLine):

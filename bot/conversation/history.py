@@ -1,0 +1,95 @@
+"""Each channel's newest turns, kept in memory: read from the store once, then appended to."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+from bot.store import Store, Turn
+from bot.tokens import TokenCounter
+from bot.window import MAX_WINDOW_TURNS, turn_tokens
+
+# Conversations kept in memory at once; a channel beyond that is read again from the store when it speaks.
+MAX_CHANNELS = 2_000
+
+
+@dataclass
+class ChannelTurns:
+    """A channel's newest turns (oldest first), and whether the store holds older ones."""
+
+    turns: list[Turn] = field(default_factory=list)
+    has_older: bool = False
+
+
+class History:
+    """The turns each conversation's window is built from, without reading the store each turn.
+
+    A channel belongs to one process (its guild's shard), so nothing else changes its turns behind this
+    cache. Only as many of the newest turns are kept as could ever fit a request (`keep_tokens`, and at
+    most MAX_WINDOW_TURNS), so memory is bounded however long a conversation grows. Callers hold the
+    channel's place (TurnOrder) while they read or change it.
+    """
+
+    def __init__(self, store: Store, counter: TokenCounter, *, keep_tokens: int, channels: int = MAX_CHANNELS) -> None:
+        self._store = store
+        self._counter = counter
+        self._keep_tokens = keep_tokens
+        self._max_channels = channels
+        self._channels: OrderedDict[int, ChannelTurns] = OrderedDict()
+
+    async def load(self, channel_id: int) -> ChannelTurns:
+        """The channel's newest turns, read from the store the first time."""
+        cached = self._channels.get(channel_id)
+        if cached is not None:
+            self._channels.move_to_end(channel_id)
+            return cached
+        stored = await self._store.recent_turns(channel_id, MAX_WINDOW_TURNS + 1)
+        # Turns stored before token counts were kept (tokens 0) are counted now, once.
+        turns = [turn if turn.tokens else replace(turn, tokens=turn_tokens(turn, self._counter)) for turn in stored]
+        loaded = ChannelTurns(turns[-MAX_WINDOW_TURNS:], has_older=len(turns) > MAX_WINDOW_TURNS)
+        self._trim(loaded)
+        self._channels[channel_id] = loaded
+        if len(self._channels) > self._max_channels:
+            self._channels.popitem(last=False)
+        return loaded
+
+    def append(self, channel_id: int, turn: Turn) -> None:
+        """Add a stored turn to a channel kept in memory."""
+        cached = self._channels.get(channel_id)
+        if cached is not None:
+            cached.turns.append(turn)
+            self._trim(cached)
+
+    def replace(self, channel_id: int, turn: Turn) -> None:
+        """Put a turn stored again (an answer now whole) in place of its earlier version, or add it."""
+        cached = self._channels.get(channel_id)
+        if cached is None:
+            return
+        for index, kept in enumerate(cached.turns):
+            if kept.id == turn.id:
+                cached.turns[index] = turn
+                return
+        self.append(channel_id, turn)
+
+    def remove(self, channel_id: int, turn_id: int) -> None:
+        """Drop a turn the store no longer has (an answer that failed part way)."""
+        cached = self._channels.get(channel_id)
+        if cached is not None:
+            cached.turns = [turn for turn in cached.turns if turn.id != turn_id]
+
+    def forget(self, channel_id: int) -> None:
+        """Drop a channel from memory (its history was cleared)."""
+        self._channels.pop(channel_id, None)
+
+    def _trim(self, channel: ChannelTurns) -> None:
+        """Keep the newest turns that could still fit a request; older ones stay in the store only."""
+        total = 0
+        keep = 0
+        for turn in reversed(channel.turns):
+            total += turn.tokens
+            if keep and (total > self._keep_tokens or keep >= MAX_WINDOW_TURNS):
+                break
+            keep += 1
+        if keep < len(channel.turns):
+            del channel.turns[: len(channel.turns) - keep]
+            channel.has_older = True
