@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import enum
 import re
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
     from .emulator import DiscordEmulator
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
+GUILD_ID_PAST_MS = 100_000_000
+GUILD_ID_ALIGNMENT = 720_720
 MENTION_USER = re.compile(r"<@!?(\d+)>")
 MENTION_ROLE = re.compile(r"<@&(\d+)>")
 MENTION_EVERYONE = re.compile(r"@(everyone|here)")
@@ -79,16 +83,27 @@ class ChannelType(enum.IntEnum):
 
 
 class SnowflakeFactory:
-    """Makes unique, increasing snowflakes whose timestamps are now."""
+    """Makes unique, increasing snowflakes whose timestamps are now, and guild ids that shard predictably."""
 
     def __init__(self) -> None:
         self._last = 0
+        # Guild ids get one millisecond each, counted from a past instant divisible by every shard count
+        # up to 16 (720720 = lcm(1..16)): the k-th guild made (the first is 0) is on shard k % shard_count.
+        # Ids made in one millisecond would all land on one shard, as (guild_id >> 22) is their time.
+        now_ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        self._guild_ms = (now_ms - GUILD_ID_PAST_MS) // GUILD_ID_ALIGNMENT * GUILD_ID_ALIGNMENT
 
     def __call__(self) -> int:
         """Return the next snowflake."""
         value = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
         self._last = max(value, self._last + 1)
         return self._last
+
+    def guild(self) -> int:
+        """Return the next guild id: a day in the past, in a millisecond of its own."""
+        value = self._guild_ms << 22
+        self._guild_ms += 1
+        return value
 
 
 def snowflake_time(snowflake: int) -> str:
@@ -164,6 +179,11 @@ class EmuAttachment:
     width: int | None = None
     height: int | None = None
 
+    @property
+    def waveform_bytes(self) -> bytes | None:
+        """The decoded waveform (one byte per sample), or None without a valid one."""
+        return decode_waveform(self.waveform)
+
     def payload(self) -> Json:
         """The attachment object as Discord sends it."""
         data: Json = {
@@ -185,6 +205,16 @@ class EmuAttachment:
         if self.duration_secs is not None:
             data["flags"] = 0
         return data
+
+
+def decode_waveform(waveform: str | None) -> bytes | None:
+    """A voice message waveform's samples, or None when it is absent or not base64."""
+    if not waveform:
+        return None
+    try:
+        return base64.b64decode(waveform, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -261,6 +291,62 @@ class EmuChannel:
         return self.type in (ChannelType.PUBLIC_THREAD, ChannelType.PRIVATE_THREAD)
 
 
+@dataclass(eq=False)
+class EmuGuild:
+    """A guild: its roles, its members (user id -> role ids, join time), its text channels and threads.
+
+    `channels` holds the text channels in position order and `threads` the live threads; a deleted one
+    leaves both. The bot is in the guild while `is_member(bot_id)`.
+    """
+
+    id: int
+    name: str
+    owner_id: int
+    bot_role_id: int
+    roles: dict[int, EmuRole] = field(default_factory=dict)
+    member_roles: dict[int, list[int]] = field(default_factory=dict)
+    joined_at: dict[int, str] = field(default_factory=dict)
+    channels: dict[int, EmuChannel] = field(default_factory=dict)
+    threads: dict[int, EmuChannel] = field(default_factory=dict)
+
+    @property
+    def everyone_role(self) -> EmuRole:
+        """The @everyone role (its id is the guild's)."""
+        return self.roles[self.id]
+
+    @property
+    def bot_role(self) -> EmuRole:
+        """The bot's managed role."""
+        return self.roles[self.bot_role_id]
+
+    @property
+    def general(self) -> EmuChannel:
+        """The #general text channel."""
+        return self.channel("general")
+
+    @property
+    def random(self) -> EmuChannel:
+        """The #random text channel."""
+        return self.channel("random")
+
+    @property
+    def text_channels(self) -> list[EmuChannel]:
+        """The guild's text channels, in position order."""
+        return list(self.channels.values())
+
+    def channel(self, name: str) -> EmuChannel:
+        """The text channel with this name."""
+        found = next((c for c in self.channels.values() if c.name == name), None)
+        if found is None:
+            names = [c.name for c in self.channels.values()]
+            raise LookupError(f"guild {self.name!r} has no channel #{name} (it has {names})")
+        return found
+
+    def is_member(self, user_id: int) -> bool:
+        """Whether the user belongs to the guild."""
+        return user_id in self.member_roles
+
+
 @dataclass(frozen=True)
 class Pings:
     """Who a message notifies, after applying its allowed_mentions."""
@@ -275,13 +361,14 @@ class Pings:
 
 @dataclass(frozen=True)
 class EmuRevision:
-    """A message's state before one of its edits."""
+    """A message's state before one of its edits: shown from `since` until `at` (emulator clock seconds)."""
 
     content: str
     embeds: list[Json]
     attachment_ids: list[int]
     flags: int
     at: float
+    since: float = 0.0
 
 
 @dataclass
@@ -310,6 +397,7 @@ class EmuMessage:
     reactions: list[str] = field(default_factory=list)
     pings: Pings = field(default_factory=lambda: Pings())
     created_at: str = ""
+    visible_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.created_at = self.created_at or snowflake_time(self.id)
@@ -328,6 +416,16 @@ class EmuMessage:
     def revisions(self) -> list[str]:
         """Every content this message has had, oldest first, ending with the current one."""
         return [revision.content for revision in self.history] + [self.content]
+
+    @property
+    def timeline(self) -> list[tuple[float, str]]:
+        """(emulator clock time it became visible, content) for every state, oldest first."""
+        return [(revision.since, revision.content) for revision in self.history] + [(self.visible_at, self.content)]
+
+    @property
+    def is_voice_message(self) -> bool:
+        """Whether the message carries the IS_VOICE_MESSAGE flag."""
+        return bool(self.flags & MessageFlag.IS_VOICE_MESSAGE)
 
     @property
     def mentions(self) -> Pings:
@@ -400,7 +498,10 @@ class EmuInteraction:
 
 @dataclass
 class EmuRequest:
-    """One REST request the emulator received (json is the body, or a multipart's payload_json)."""
+    """One REST request the emulator received (json is the body, or a multipart's payload_json).
+
+    `route` is the matched route template after /api/v10, such as "/channels/{channel_id}/messages".
+    """
 
     method: str
     path: str
@@ -409,3 +510,4 @@ class EmuRequest:
     files: list[EmuFile]
     at: float
     status: int = 0
+    route: str = ""
