@@ -1,11 +1,13 @@
 """A local Discord emulator (REST, gateway, CDN) for end-to-end tests of an unmodified discord.py bot."""
 
 from .emulator import ClientDied, DiscordEmulator
+from .gateway import IdentifyRecord, IdentifyRefusal
 from .models import (
     ChannelType,
     EmuAttachment,
     EmuChannel,
     EmuFile,
+    EmuGuild,
     EmuInteraction,
     EmuMessage,
     EmuRequest,
@@ -25,12 +27,15 @@ __all__ = [
     "EmuAttachment",
     "EmuChannel",
     "EmuFile",
+    "EmuGuild",
     "EmuInteraction",
     "EmuMessage",
     "EmuRequest",
     "EmuRevision",
     "EmuRole",
     "EmuUser",
+    "IdentifyRecord",
+    "IdentifyRefusal",
     "Intent",
     "MessageFlag",
     "Perm",

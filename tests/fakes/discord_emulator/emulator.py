@@ -38,6 +38,7 @@ from .world import DEFAULT_CHANNELS, World
 T = TypeVar("T")
 MIB = 1024 * 1024
 POLL_INTERVAL = 0.02
+COMMAND_FINISH_TIMEOUT = 2.0
 # Discord: "Each shard can only support a maximum of 2500 guilds"; it recommends about one shard per 1000.
 MAX_GUILDS_PER_SHARD = 2500
 GUILDS_PER_RECOMMENDED_SHARD = 1000
@@ -424,6 +425,10 @@ class DiscordEmulator(UserActions, Dispatcher):
             self.check_health()
         finally:
             self._watched.remove(watch)
+            # Let commands the test no longer waits on finish reading their answers before the session closes.
+            invoking = [t for t in asyncio.all_tasks() if t.get_name() == "CommandTree-invoker" and not t.done()]
+            if invoking:
+                await asyncio.wait(invoking, timeout=COMMAND_FINISH_TIMEOUT)
             logging.getLogger("discord").removeHandler(errors)
             await client.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
