@@ -166,7 +166,13 @@ class Dispatcher:
         """Dispatch GUILD_CREATE for a guild the bot joined (to its shard's sessions with GUILDS)."""
 
         def make(intents: Intent) -> Json | None:
-            return self.guild_create_payload(guild, intents) if intents & Intent.GUILDS else None
+            if not intents & Intent.GUILDS:
+                return None
+            # A join's GUILD_CREATE has no `unavailable` (discord.py tells on_guild_join from
+            # on_guild_available by it); the ones after READY say unavailable: false.
+            data = self.guild_create_payload(guild, intents)
+            del data["unavailable"]
+            return data
 
         await self.gateway.dispatch("GUILD_CREATE", make, guild_id=guild.id)
 

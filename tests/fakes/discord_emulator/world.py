@@ -84,6 +84,8 @@ class World(Payloads):
         self.messages: dict[int, EmuMessage] = {}
         self._channel_messages: dict[int, list[EmuMessage]] = {}
         self.guild = self.add_guild("Emulated Guild", self.admin)
+        # Kept as objects, so that they still name the channel after a test deleted it.
+        self.general, self.random = self.guild.general, self.guild.random
         self.moderator_role = self.add_role(self.guild, "Moderator", int(MODERATOR_PERMISSIONS))
         self.add_member(self.guild, self.member, [])
         self.add_member(self.guild, self.moderator, [self.moderator_role.id])
@@ -94,16 +96,6 @@ class World(Payloads):
     def guild_id(self) -> int:
         """The first guild's id."""
         return self.guild.id
-
-    @property
-    def general(self) -> EmuChannel:
-        """The first guild's #general."""
-        return self.guild.general
-
-    @property
-    def random(self) -> EmuChannel:
-        """The first guild's #random."""
-        return self.guild.random
 
     @property
     def bot_role(self) -> EmuRole:
