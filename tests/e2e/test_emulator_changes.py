@@ -10,7 +10,7 @@ import discord
 import pytest
 
 from tests.e2e.test_emulator import EchoBot
-from tests.fakes.discord_emulator import DiscordEmulator, EmuMessage
+from tests.fakes.discord_emulator import DiscordEmulator, EmuMessage, Perm
 
 
 class WatchingBot(EchoBot):
@@ -96,6 +96,24 @@ async def test_a_deleted_channel_takes_its_threads_without_thread_delete_events(
     assert [c.name for c in emulator.guild.text_channels] == ["general"]
 
 
+async def test_the_bot_deletes_a_thread_with_manage_threads_only(
+    emulator: DiscordEmulator, watcher: WatchingBot
+) -> None:
+    channel = watcher.get_channel(emulator.general.id)
+    assert isinstance(channel, discord.TextChannel)
+    thread = await channel.create_thread(name="bot's own", type=discord.ChannelType.public_thread)
+
+    with pytest.raises(discord.Forbidden) as refused:
+        await thread.delete()
+    emulator.set_channel_permissions(emulator.general.id, emulator.bot_user, allow=Perm.MANAGE_THREADS)
+    await thread.delete()
+    await emulator.wait_for(lambda: watcher.deleted, what="on_raw_thread_delete")
+
+    assert refused.value.code == 50013
+    assert watcher.deleted == [("raw_thread", thread.id)]
+    assert [r.status for r in emulator.requests if r.route == "/channels/{channel_id}"] == [403, 200]
+
+
 async def test_a_bot_removed_from_a_guild_gets_guild_delete_and_then_unknown_guild(
     emulator: DiscordEmulator,
 ) -> None:
@@ -106,6 +124,8 @@ async def test_a_bot_removed_from_a_guild_gets_guild_delete_and_then_unknown_gui
         await emulator.wait_for(lambda: client.deleted, what="on_guild_remove")
         with pytest.raises(discord.NotFound) as gone:
             await client.http.get_roles(second.id)
+        with pytest.raises(discord.NotFound):
+            await client.fetch_guild(second.id)
         with pytest.raises(discord.Forbidden) as hidden:
             await client.fetch_channel(second.general.id)
         listed = [int(g["id"]) for g in await client.http.get_guilds(200)]

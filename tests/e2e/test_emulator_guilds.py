@@ -45,6 +45,7 @@ async def test_each_added_guild_arrives_with_its_own_channels_roles_and_members(
         await emulator.send_message(second.general.id, emulator.member, "hello from the second guild")
         seen = await emulator.wait_for(lambda: client.saw("hello from the second guild"))
         fetched = await client.get_guild(second.id).fetch_member(emulator.member.id)  # type: ignore[union-attr]
+        details = await client.fetch_guild(second.id)
 
     guild = client.get_guild(second.id)
     assert guild is not None and len(client.guilds) == 2
@@ -54,6 +55,7 @@ async def test_each_added_guild_arrives_with_its_own_channels_roles_and_members(
     assert isinstance(seen.author, discord.Member) and seen.guild == guild
     assert [role.name for role in fetched.roles] == ["@everyone", "DJ"]
     assert emulator.guild.is_member(emulator.member.id) and second.is_member(emulator.member.id)
+    assert (details.name, details.approximate_member_count) == ("second", 3)
 
 
 async def test_my_guilds_are_listed_by_id_in_pages(emulator: DiscordEmulator) -> None:
@@ -150,6 +152,23 @@ async def test_a_sharded_client_gets_only_its_shards_guilds(emulator: DiscordEmu
     assert ready["d"]["shard"] == [0, 2]
     assert [g["id"] for g in ready["d"]["guilds"]] == [str(g.id) for g in mine]
     assert emulator.identifies[0].shard_id == 0
+
+
+async def test_an_auto_sharded_client_follows_the_recommended_shard_count(emulator: DiscordEmulator) -> None:
+    add_guilds(emulator, 3)
+    emulator.recommended_shards = 2
+
+    class Quick(discord.AutoShardedClient):
+        async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+            """Identify at once (discord.py waits 5 s between shards; max_concurrency decides really)."""
+
+    client = Quick(intents=discord.Intents.default())
+    async with emulator.run_client(client):
+        pass
+
+    assert client.shard_count == 2 and len(client.guilds) == 4
+    assert [e["d"]["shard"] for e in emulator.events("READY")] == [[0, 2], [1, 2]]
+    assert {g.id: g.shard_id for g in client.guilds} == {g.id: emulator.shard_of(g, 2) for g in emulator.guilds}
 
 
 async def test_events_go_to_the_guilds_shard_and_dms_to_shard_0(emulator: DiscordEmulator) -> None:

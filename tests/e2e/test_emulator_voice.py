@@ -69,6 +69,23 @@ class VoiceBot(EchoBot):
             except discord.HTTPException as refused:
                 self.refusals["speak"] = refused
 
+        @self.tree.command(description="Defer as a voice message, then fill it in")
+        async def murmur(interaction: discord.Interaction) -> None:
+            callback = discord.http.Route(
+                "POST",
+                "/interactions/{interaction_id}/{interaction_token}/callback",
+                interaction_id=interaction.id,
+                interaction_token=interaction.token,
+            )
+            await self.http.request(callback, json={"type": 5, "data": {"flags": VOICE}})
+            original = discord.http.Route(
+                "PATCH",
+                "/webhooks/{webhook_id}/{webhook_token}/messages/@original",
+                webhook_id=interaction.application_id,
+                webhook_token=interaction.token,
+            )
+            await self.http.request(original, form=multipart(voice_payload(), [("voice-message.ogg", OGG)]))
+
         @self.tree.command(description="Answer with a voice message that also has text")
         async def shout(interaction: discord.Interaction) -> None:
             route = discord.http.Route(
@@ -201,6 +218,17 @@ async def test_a_deferred_command_answered_by_a_voice_followup_cannot_then_be_ed
     assert interaction.original.attachments[0].duration_secs == 2.5
     assert (refusal.status, refusal.code) == (400, 50162)
     emulator.violations.clear()
+
+
+async def test_a_deferral_with_the_voice_flag_becomes_a_voice_message_by_editing_it(
+    emulator: DiscordEmulator, voice_bot: VoiceBot
+) -> None:
+    interaction = await emulator.invoke_slash(emulator.member, emulator.general.id, "murmur")
+    await emulator.wait_for(lambda: interaction.original and not interaction.original.loading, what="the voice answer")
+
+    assert interaction.original is not None and interaction.original.is_voice_message
+    assert interaction.original.attachments[0].waveform == WAVEFORM
+    assert [r.status for r in emulator.requests if r.method == "PATCH"] == [200]
 
 
 async def test_an_interaction_response_voice_message_follows_the_same_rules(

@@ -1,9 +1,9 @@
 """A local Discord emulator (REST, gateway, CDN) for end-to-end tests of an unmodified discord.py bot."""
 
 from .emulator import ClientDied, DiscordEmulator
+from .flags import ChannelType, Intent, MessageFlag, Perm
 from .gateway import IdentifyRecord, IdentifyRefusal
 from .models import (
-    ChannelType,
     EmuAttachment,
     EmuChannel,
     EmuFile,
@@ -14,9 +14,6 @@ from .models import (
     EmuRevision,
     EmuRole,
     EmuUser,
-    Intent,
-    MessageFlag,
-    Perm,
     Pings,
 )
 

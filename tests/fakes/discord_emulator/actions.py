@@ -5,21 +5,12 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from .models import (
-    ChannelType,
-    EmuChannel,
-    EmuFile,
-    EmuInteraction,
-    EmuMessage,
-    EmuRole,
-    EmuUser,
-    Json,
-    MessageFlag,
-)
+from .flags import ChannelType, MessageFlag
+from .models import EmuChannel, EmuFile, EmuInteraction, EmuMessage, EmuRole, EmuUser, Json
 
 if TYPE_CHECKING:
+    from .flags import SnowflakeFactory
     from .gateway import Gateway
-    from .models import SnowflakeFactory
     from .world import World
 
 INTERACTION_APPLICATION_COMMAND = 2

@@ -8,7 +8,7 @@ import logging
 import re
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,32 +16,20 @@ import discord
 from aiohttp import web
 
 from .actions import UserActions
+from .building import WorldBuilding
 from .events import Dispatcher, MessageListener, MessagePredicate
-from .gateway import Gateway, IdentifyRecord, IdentifyRefusal, shard_of
-from .models import (
-    ChannelType,
-    EmuAttachment,
-    EmuChannel,
-    EmuGuild,
-    EmuInteraction,
-    EmuMessage,
-    EmuRequest,
-    EmuRole,
-    EmuUser,
-    Intent,
-    Json,
-    SnowflakeFactory,
-)
+from .flags import Intent, SnowflakeFactory
+from .gateway import Gateway, IdentifyRecord, IdentifyRefusal
+from .models import EmuAttachment, EmuChannel, EmuInteraction, EmuMessage, EmuRequest, EmuUser, Json
 from .rest import Rest
-from .world import DEFAULT_CHANNELS, World
+from .world import World
 
 T = TypeVar("T")
 MIB = 1024 * 1024
 POLL_INTERVAL = 0.02
 COMMAND_FINISH_TIMEOUT = 2.0
-# Discord: "Each shard can only support a maximum of 2500 guilds"; it recommends about one shard per 1000.
+# Discord: "Each shard can only support a maximum of 2500 guilds".
 MAX_GUILDS_PER_SHARD = 2500
-GUILDS_PER_RECOMMENDED_SHARD = 1000
 
 
 class ClientDied(AssertionError):
@@ -74,7 +62,7 @@ class _ClientErrorLog(logging.Handler):
         self.emulator.notify()
 
 
-class DiscordEmulator(UserActions, Dispatcher):
+class DiscordEmulator(WorldBuilding, UserActions, Dispatcher):
     """A local Discord: REST under /api/v10, a gateway websocket, a CDN, and coroutines that act as users.
 
     The world starts with one guild (`guild`, `guild_id`, `general`, `random`, `member`, ...); `add_guild`
@@ -123,68 +111,6 @@ class DiscordEmulator(UserActions, Dispatcher):
         self._runner: web.AppRunner | None = None
         self._t0 = 0.0
 
-    # -- the world, for tests ------------------------------------------------------------------
-
-    @property
-    def bot_user(self) -> EmuUser:
-        """The bot's user (its id is also the application id)."""
-        return self.world.bot
-
-    @property
-    def admin(self) -> EmuUser:
-        """The first guild's owner (and, unless told otherwise, every added guild's)."""
-        return self.world.admin
-
-    @property
-    def member(self) -> EmuUser:
-        """A plain member of the first guild, without Manage Messages."""
-        return self.world.member
-
-    @property
-    def moderator(self) -> EmuUser:
-        """A member of the first guild with its Moderator role (Manage Messages, Manage Threads, Mention Everyone)."""
-        return self.world.moderator
-
-    @property
-    def guild(self) -> EmuGuild:
-        """The first guild."""
-        return self.world.guild
-
-    @property
-    def guilds(self) -> list[EmuGuild]:
-        """Every guild, the first one first (including those the bot was removed from)."""
-        return list(self.world.guilds.values())
-
-    @property
-    def guild_id(self) -> int:
-        """The first guild's id."""
-        return self.world.guild_id
-
-    @property
-    def application_id(self) -> int:
-        """The application id (equal to the bot user's id)."""
-        return self.world.application_id
-
-    @property
-    def general(self) -> EmuChannel:
-        """The first guild's #general text channel."""
-        return self.world.general
-
-    @property
-    def random(self) -> EmuChannel:
-        """The first guild's #random text channel."""
-        return self.world.random
-
-    @property
-    def moderator_role(self) -> EmuRole:
-        """The first guild's Moderator role."""
-        return self.world.moderator_role
-
-    @property
-    def bot_role(self) -> EmuRole:
-        """The bot's managed role in the first guild (send, threads, attach, embed, history)."""
-        return self.world.bot_role
-
     @property
     def base_url(self) -> str:
         """http://127.0.0.1:PORT (the CDN serves attachments under it)."""
@@ -199,95 +125,6 @@ class DiscordEmulator(UserActions, Dispatcher):
     def gateway_url(self) -> str:
         """The value for discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY."""
         return f"ws://127.0.0.1:{self.port}/"
-
-    def add_user(self, username: str, *, roles: tuple[EmuRole, ...] = (), guild: EmuGuild | None = None) -> EmuUser:
-        """Create a user and make them a member of `guild` (the first guild by default) with the given roles."""
-        user = EmuUser(self.snowflake(), username, global_name=username.title())
-        self.add_member(user, guild or self.guild, roles=roles)
-        return user
-
-    def add_member(self, user: EmuUser, guild: EmuGuild, *, roles: Sequence[EmuRole] = ()) -> None:
-        """Make an existing user a member of another guild (users are global; membership is per guild)."""
-        self.world.add_member(guild, user, [role.id for role in roles])
-
-    def add_guild(
-        self,
-        name: str,
-        *,
-        owner: EmuUser | None = None,
-        channels: Sequence[str] = DEFAULT_CHANNELS,
-        with_bot: bool = True,
-    ) -> EmuGuild:
-        """Create a guild (owned by `admin` unless told) with @everyone, the bot's role and text channels.
-
-        Set up before the client connects: the guild then arrives in READY and GUILD_CREATE. To add one
-        to a running client, create it with with_bot=False and `await add_bot_to_guild(guild)`.
-        """
-        return self.world.add_guild(name, owner or self.admin, channels, with_bot=with_bot)
-
-    def add_role(self, guild: EmuGuild, name: str, *, permissions: int = 0) -> EmuRole:
-        """Create a role in a guild, placed just above @everyone."""
-        return self.world.add_role(guild, name, int(permissions))
-
-    def set_role_permissions(self, role: EmuRole, permissions: int) -> EmuRole:
-        """Replace a role's permissions (e.g. take SEND_VOICE_MESSAGES from @everyone); returns the new role."""
-        return self.world.set_role_permissions(role, int(permissions))
-
-    def add_channel(self, guild: EmuGuild, name: str) -> EmuChannel:
-        """Create a text channel at the end of a guild's list (before the client connects)."""
-        channel = EmuChannel(self.snowflake(), ChannelType.GUILD_TEXT, name, guild.id, position=len(guild.channels))
-        return self.world.add_channel(channel)
-
-    def dm_channel(self, user: EmuUser) -> EmuChannel:
-        """The DM channel between `user` and the bot."""
-        return self.world.dm_channel(user)
-
-    def shard_of(self, guild: EmuGuild | int, shard_count: int) -> int:
-        """The shard that gets a guild's events: (guild_id >> 22) % shard_count."""
-        return shard_of(guild if isinstance(guild, int) else guild.id, shard_count)
-
-    def guilds_of_shard(self, shard_id: int, shard_count: int) -> list[EmuGuild]:
-        """The guilds (the bot is in) whose events go to this shard."""
-        return [g for g in self.world.bot_guilds() if shard_of(g.id, shard_count) == shard_id]
-
-    @property
-    def recommended_shard_count(self) -> int:
-        """What GET /gateway/bot recommends: `recommended_shards`, or one per 1000 guilds (at least 1)."""
-        if self.recommended_shards is not None:
-            return self.recommended_shards
-        return max(1, -(-len(self.world.bot_guilds()) // GUILDS_PER_RECOMMENDED_SHARD))
-
-    # -- what people and Discord do to guilds, channels and threads --------------------------------
-
-    async def add_bot_to_guild(self, guild: EmuGuild) -> None:
-        """Make the bot a member (with its managed role) and dispatch GUILD_CREATE, as an invite does."""
-        if guild.is_member(self.bot_user.id):
-            raise ValueError(f"the bot is already in guild {guild.name!r}")
-        self.world.add_member(guild, self.bot_user, [guild.bot_role_id])
-        await self.dispatch_guild_create(guild)
-
-    async def remove_bot_from_guild(self, guild: EmuGuild) -> None:
-        """Kick the bot: GUILD_DELETE without `unavailable`; the guild's REST routes then answer 404."""
-        if not guild.is_member(self.bot_user.id):
-            raise ValueError(f"the bot is not in guild {guild.name!r}")
-        self.world.remove_member(guild, self.bot_user.id)
-        await self.dispatch_guild_delete(guild)
-
-    async def delete_thread(self, thread: EmuChannel) -> None:
-        """Delete a thread (as a moderator would): THREAD_DELETE; REST on it then answers 404 Unknown Channel."""
-        if not thread.is_thread or thread.id not in self.world.channels:
-            raise ValueError(f"{thread.id} is not a live thread")
-        was_visible = self.world.can_view(self.bot_user.id, thread.id)
-        self.world.remove_channel(thread)
-        await self.dispatch_thread_delete(thread, was_visible=was_visible)
-
-    async def delete_channel(self, channel: EmuChannel) -> None:
-        """Delete a text channel and its threads: CHANNEL_DELETE only, as Discord sends no THREAD_DELETE then."""
-        if channel.is_thread or channel.guild_id is None or channel.id not in self.world.channels:
-            raise ValueError(f"{channel.id} is not a live guild channel (threads: use delete_thread)")
-        was_visible = self.world.can_view(self.bot_user.id, channel.id)
-        self.world.remove_channel(channel)
-        await self.dispatch_channel_delete(channel, was_visible=was_visible)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -493,12 +330,6 @@ class DiscordEmulator(UserActions, Dispatcher):
     ) -> None:
         """Answer the next request whose method and path (after /api/v10) match with a 429."""
         self.rate_limit_rules.append(RateLimitRule(method.upper(), re.compile(path_regex), retry_after, is_global))
-
-    def set_channel_permissions(
-        self, channel_id: int, target: EmuUser | EmuRole, *, allow: int = 0, deny: int = 0
-    ) -> None:
-        """Set a channel overwrite for a member or a role (a guild's @everyone role has the guild's id)."""
-        self.world.set_overwrite(channel_id, target.id, int(allow), int(deny))
 
     async def dispatch_event(self, event: str, data: Json) -> None:
         """Send a raw gateway event, as given, to the sessions of its `guild_id` (shard 0's without one)."""

@@ -8,22 +8,12 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .models import (
-    ChannelType,
-    EmuAttachment,
-    EmuChannel,
-    EmuFile,
-    EmuGuild,
-    EmuMessage,
-    EmuUser,
-    Intent,
-    Json,
-    compute_pings,
-)
+from .flags import ChannelType, Intent
+from .models import EmuAttachment, EmuChannel, EmuFile, EmuGuild, EmuMessage, EmuUser, Json, compute_pings
 
 if TYPE_CHECKING:
+    from .flags import SnowflakeFactory
     from .gateway import Gateway, Session
-    from .models import SnowflakeFactory
     from .world import World
 
 MessageListener = Callable[[str, EmuMessage], None]

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from .models import EmuGuild, Intent, Json
+from .flags import Intent
+from .models import EmuGuild, Json
 
 if TYPE_CHECKING:
     from .emulator import DiscordEmulator

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .models import ChannelType, EmuChannel, EmuGuild, EmuMessage, EmuUser, Json
+from .flags import ChannelType
+from .models import EmuChannel, EmuGuild, EmuMessage, EmuUser, Json
 
 
 class Payloads:

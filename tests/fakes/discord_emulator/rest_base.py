@@ -18,7 +18,8 @@ from .errors import (
     invalid_form,
     unknown,
 )
-from .models import EmuChannel, EmuFile, EmuMessage, EmuRevision, Intent, Json, MessageFlag, Perm, now_iso
+from .flags import Intent, MessageFlag, Perm, now_iso
+from .models import EmuChannel, EmuFile, EmuMessage, EmuRevision, Json
 from .voice import VOICE_FORBIDDEN, check_voice_message
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .errors import DiscordHTTPError, field_error, invalid_form, json_response, unknown
-from .models import EmuChannel, EmuFile, EmuInteraction, EmuMessage, Json, MessageFlag
+from .flags import MessageFlag
+from .models import EmuChannel, EmuFile, EmuInteraction, EmuMessage, Json
 from .rest_base import BODY, FILES, SENDABLE_FLAGS, RestBase, request_id, require_content
 from .voice import VOICE_EDIT
 

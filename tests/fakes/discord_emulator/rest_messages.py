@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .errors import DiscordHTTPError, field_error, invalid_form, json_response
-from .models import ChannelType, EmuChannel, EmuFile, EmuMessage, Json, MessageFlag, Perm
+from .flags import ChannelType, MessageFlag, Perm
+from .models import EmuChannel, EmuFile, EmuMessage, Json
 from .rest_base import BODY, FILES, SENDABLE_FLAGS, RestBase, require_content
 from .voice import VOICE_EDIT
 

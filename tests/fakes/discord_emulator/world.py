@@ -5,18 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from .models import (
-    ChannelType,
-    EmuChannel,
-    EmuGuild,
-    EmuMessage,
-    EmuRole,
-    EmuUser,
-    Overwrite,
-    Perm,
-    SnowflakeFactory,
-    now_iso,
-)
+from .flags import ChannelType, Perm, SnowflakeFactory, now_iso
+from .models import EmuChannel, EmuGuild, EmuMessage, EmuRole, EmuUser, Overwrite
 from .payloads import Payloads
 
 EVERYONE_PERMISSIONS = (
