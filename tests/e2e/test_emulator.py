@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import discord
@@ -20,10 +21,12 @@ UPLOAD_BYTES = b"col1,col2\n1,2\n"
 class EchoBot(commands.Bot):
     """A minimal bot: replies "pong" to "ping" and keeps every message it saw from people."""
 
-    def __init__(self, *, message_content: bool = True) -> None:
+    def __init__(self, *, message_content: bool = True, **options: Any) -> None:
         intents = discord.Intents.default()
         intents.message_content = message_content
-        super().__init__(command_prefix="!", intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        super().__init__(
+            command_prefix="!", intents=intents, allowed_mentions=discord.AllowedMentions.none(), **options
+        )
         self.seen: list[discord.Message] = []
         add_commands(self.tree)
 

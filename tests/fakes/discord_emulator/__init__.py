@@ -1,20 +1,19 @@
 """A local Discord emulator (REST, gateway, CDN) for end-to-end tests of an unmodified discord.py bot."""
 
 from .emulator import ClientDied, DiscordEmulator
+from .flags import ChannelType, Intent, MessageFlag, Perm
+from .gateway import IdentifyRecord, IdentifyRefusal
 from .models import (
-    ChannelType,
     EmuAttachment,
     EmuChannel,
     EmuFile,
+    EmuGuild,
     EmuInteraction,
     EmuMessage,
     EmuRequest,
     EmuRevision,
     EmuRole,
     EmuUser,
-    Intent,
-    MessageFlag,
-    Perm,
     Pings,
 )
 
@@ -25,12 +24,15 @@ __all__ = [
     "EmuAttachment",
     "EmuChannel",
     "EmuFile",
+    "EmuGuild",
     "EmuInteraction",
     "EmuMessage",
     "EmuRequest",
     "EmuRevision",
     "EmuRole",
     "EmuUser",
+    "IdentifyRecord",
+    "IdentifyRefusal",
     "Intent",
     "MessageFlag",
     "Perm",

@@ -1,105 +1,22 @@
-"""Data the Discord emulator keeps: users, files, channels, messages, interactions, requests."""
+"""Data the Discord emulator keeps: users, files, guilds, channels, messages, interactions, requests."""
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
+import base64
+import binascii
 import re
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .flags import ChannelType, MessageFlag, now_iso, snowflake_time
 
 if TYPE_CHECKING:
     from .emulator import DiscordEmulator
 
-DISCORD_EPOCH_MS = 1_420_070_400_000
 MENTION_USER = re.compile(r"<@!?(\d+)>")
 MENTION_ROLE = re.compile(r"<@&(\d+)>")
 MENTION_EVERYONE = re.compile(r"@(everyone|here)")
 Json = dict[str, Any]
-
-
-class Perm(enum.IntFlag):
-    """Discord permission bits (https://discord.com/developers/docs/topics/permissions)."""
-
-    CREATE_INSTANT_INVITE = 1 << 0
-    ADMINISTRATOR = 1 << 3
-    MANAGE_CHANNELS = 1 << 4
-    ADD_REACTIONS = 1 << 6
-    VIEW_CHANNEL = 1 << 10
-    SEND_MESSAGES = 1 << 11
-    SEND_TTS_MESSAGES = 1 << 12
-    MANAGE_MESSAGES = 1 << 13
-    EMBED_LINKS = 1 << 14
-    ATTACH_FILES = 1 << 15
-    READ_MESSAGE_HISTORY = 1 << 16
-    MENTION_EVERYONE = 1 << 17
-    USE_EXTERNAL_EMOJIS = 1 << 18
-    CHANGE_NICKNAME = 1 << 26
-    USE_APPLICATION_COMMANDS = 1 << 31
-    MANAGE_THREADS = 1 << 34
-    CREATE_PUBLIC_THREADS = 1 << 35
-    CREATE_PRIVATE_THREADS = 1 << 36
-    SEND_MESSAGES_IN_THREADS = 1 << 38
-    SEND_VOICE_MESSAGES = 1 << 46
-    USE_EXTERNAL_APPS = 1 << 50
-    ALL = (1 << 53) - 1
-
-
-class Intent(enum.IntFlag):
-    """Gateway intent bits the emulator acts on."""
-
-    GUILDS = 1 << 0
-    GUILD_MEMBERS = 1 << 1
-    GUILD_PRESENCES = 1 << 8
-    GUILD_MESSAGES = 1 << 9
-    DIRECT_MESSAGES = 1 << 12
-    MESSAGE_CONTENT = 1 << 15
-    PRIVILEGED = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
-
-
-class MessageFlag(enum.IntFlag):
-    """Message flag bits the emulator sets or reads."""
-
-    SUPPRESS_EMBEDS = 1 << 2
-    EPHEMERAL = 1 << 6
-    LOADING = 1 << 7
-    SUPPRESS_NOTIFICATIONS = 1 << 12
-    IS_VOICE_MESSAGE = 1 << 13
-    IS_COMPONENTS_V2 = 1 << 15
-
-
-class ChannelType(enum.IntEnum):
-    """Discord channel types the emulator models."""
-
-    GUILD_TEXT = 0
-    DM = 1
-    PUBLIC_THREAD = 11
-    PRIVATE_THREAD = 12
-
-
-class SnowflakeFactory:
-    """Makes unique, increasing snowflakes whose timestamps are now."""
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def __call__(self) -> int:
-        """Return the next snowflake."""
-        value = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
-        self._last = max(value, self._last + 1)
-        return self._last
-
-
-def snowflake_time(snowflake: int) -> str:
-    """Return the ISO-8601 timestamp Discord derives from a snowflake."""
-    ms = (snowflake >> 22) + DISCORD_EPOCH_MS
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
-
-
-def now_iso() -> str:
-    """Return the current time as Discord formats timestamps."""
-    return dt.datetime.now(dt.UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -164,6 +81,11 @@ class EmuAttachment:
     width: int | None = None
     height: int | None = None
 
+    @property
+    def waveform_bytes(self) -> bytes | None:
+        """The decoded waveform (one byte per sample), or None without a valid one."""
+        return decode_waveform(self.waveform)
+
     def payload(self) -> Json:
         """The attachment object as Discord sends it."""
         data: Json = {
@@ -185,6 +107,16 @@ class EmuAttachment:
         if self.duration_secs is not None:
             data["flags"] = 0
         return data
+
+
+def decode_waveform(waveform: str | None) -> bytes | None:
+    """A voice message waveform's samples, or None when it is absent or not base64."""
+    if not waveform:
+        return None
+    try:
+        return base64.b64decode(waveform, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -261,6 +193,62 @@ class EmuChannel:
         return self.type in (ChannelType.PUBLIC_THREAD, ChannelType.PRIVATE_THREAD)
 
 
+@dataclass(eq=False)
+class EmuGuild:
+    """A guild: its roles, its members (user id -> role ids, join time), its text channels and threads.
+
+    `channels` holds the text channels in position order and `threads` the live threads; a deleted one
+    leaves both. The bot is in the guild while `is_member(bot_id)`.
+    """
+
+    id: int
+    name: str
+    owner_id: int
+    bot_role_id: int
+    roles: dict[int, EmuRole] = field(default_factory=dict)
+    member_roles: dict[int, list[int]] = field(default_factory=dict)
+    joined_at: dict[int, str] = field(default_factory=dict)
+    channels: dict[int, EmuChannel] = field(default_factory=dict)
+    threads: dict[int, EmuChannel] = field(default_factory=dict)
+
+    @property
+    def everyone_role(self) -> EmuRole:
+        """The @everyone role (its id is the guild's)."""
+        return self.roles[self.id]
+
+    @property
+    def bot_role(self) -> EmuRole:
+        """The bot's managed role."""
+        return self.roles[self.bot_role_id]
+
+    @property
+    def general(self) -> EmuChannel:
+        """The #general text channel."""
+        return self.channel("general")
+
+    @property
+    def random(self) -> EmuChannel:
+        """The #random text channel."""
+        return self.channel("random")
+
+    @property
+    def text_channels(self) -> list[EmuChannel]:
+        """The guild's text channels, in position order."""
+        return list(self.channels.values())
+
+    def channel(self, name: str) -> EmuChannel:
+        """The text channel with this name."""
+        found = next((c for c in self.channels.values() if c.name == name), None)
+        if found is None:
+            names = [c.name for c in self.channels.values()]
+            raise LookupError(f"guild {self.name!r} has no channel #{name} (it has {names})")
+        return found
+
+    def is_member(self, user_id: int) -> bool:
+        """Whether the user belongs to the guild."""
+        return user_id in self.member_roles
+
+
 @dataclass(frozen=True)
 class Pings:
     """Who a message notifies, after applying its allowed_mentions."""
@@ -275,13 +263,14 @@ class Pings:
 
 @dataclass(frozen=True)
 class EmuRevision:
-    """A message's state before one of its edits."""
+    """A message's state before one of its edits: shown from `since` until `at` (emulator clock seconds)."""
 
     content: str
     embeds: list[Json]
     attachment_ids: list[int]
     flags: int
     at: float
+    since: float = 0.0
 
 
 @dataclass
@@ -310,6 +299,7 @@ class EmuMessage:
     reactions: list[str] = field(default_factory=list)
     pings: Pings = field(default_factory=lambda: Pings())
     created_at: str = ""
+    visible_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.created_at = self.created_at or snowflake_time(self.id)
@@ -328,6 +318,16 @@ class EmuMessage:
     def revisions(self) -> list[str]:
         """Every content this message has had, oldest first, ending with the current one."""
         return [revision.content for revision in self.history] + [self.content]
+
+    @property
+    def timeline(self) -> list[tuple[float, str]]:
+        """(emulator clock time it became visible, content) for every state, oldest first."""
+        return [(revision.since, revision.content) for revision in self.history] + [(self.visible_at, self.content)]
+
+    @property
+    def is_voice_message(self) -> bool:
+        """Whether the message carries the IS_VOICE_MESSAGE flag."""
+        return bool(self.flags & MessageFlag.IS_VOICE_MESSAGE)
 
     @property
     def mentions(self) -> Pings:
@@ -400,7 +400,10 @@ class EmuInteraction:
 
 @dataclass
 class EmuRequest:
-    """One REST request the emulator received (json is the body, or a multipart's payload_json)."""
+    """One REST request the emulator received (json is the body, or a multipart's payload_json).
+
+    `route` is the matched route template after /api/v10, such as "/channels/{channel_id}/messages".
+    """
 
     method: str
     path: str
@@ -409,3 +412,4 @@ class EmuRequest:
     files: list[EmuFile]
     at: float
     status: int = 0
+    route: str = ""
