@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp.http_exceptions import LineTooLong
 
 from bot.errors import ApiError, ApiErrorKind
 from bot.reasoning import ThinkFilter
@@ -26,6 +25,8 @@ INITIAL_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 8.0
 # Waiting longer than this for a rate limit is worse than telling the user to come back.
 MAX_RETRY_AFTER_SECONDS = 30.0
+# A chat chunk is a few hundred bytes; an event past this is a broken or hostile stream, not an answer.
+MAX_EVENT_BYTES = 1024 * 1024
 RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 # Error messages sometimes quote (part of) a key back; keys never reach a log or a user.
 KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
@@ -113,6 +114,7 @@ class ChatResult:
     usage: Usage | None = None
     model: str | None = None
     saw_reasoning: bool = False  # the server sent reasoning (as <think> text or a reasoning field)
+    complete: bool = False  # the stream has ended: this is the whole answer
 
 
 @dataclass(frozen=True)
@@ -183,20 +185,26 @@ class OpenAIClient:
         think = ThinkFilter()
         async with self._open("POST", "/chat/completions", request.model, json_body=request.to_json(stream=True)) as r:
             saw_done = False
+            added = ""
             try:
-                async for data in _server_sent_events(r.content, self._timeout):
-                    if data == "[DONE]":
-                        saw_done = True
+                # Events that arrived together are folded in together: an answer whose end is already here is
+                # handed over once, whole, rather than shown and then stored again.
+                async for batch in _event_batches(r.content, self._timeout):
+                    added = ""
+                    for data in batch:
+                        if data == "[DONE]":
+                            saw_done = True
+                            break
+                        event = json.loads(data)
+                        if "error" in event:
+                            raise self._error_from_body(event, status=None, model=request.model)
+                        added += _apply_chunk(result, event, think)
+                    if saw_done:
                         break
-                    event = json.loads(data)
-                    if "error" in event:
-                        raise self._error_from_body(event, status=None, model=request.model)
-                    delta_text = _apply_chunk(result, event, think)
-                    if delta_text:
-                        yield delta_text, result
-            # LineTooLong (an event longer than aiohttp's line limit) is not a ClientError; older aiohttp
-            # raised ValueError for it, as json does for a broken event.
-            except (aiohttp.ClientError, LineTooLong, ValueError) as exc:
+                    if added:
+                        yield added, result
+                        added = ""
+            except (aiohttp.ClientError, ValueError) as exc:  # json raises ValueError for a broken event
                 raise ApiError(ApiErrorKind.STREAM_BROKEN, f"stream failed: {type(exc).__name__}") from None
             except TimeoutError:
                 raise ApiError(ApiErrorKind.TIMEOUT, "no data from the stream in time") from None
@@ -204,7 +212,8 @@ class OpenAIClient:
                 raise ApiError(ApiErrorKind.STREAM_BROKEN, "the stream ended before the answer was complete")
         tail = think.finish()
         result.text += tail
-        yield tail, result
+        result.complete = True
+        yield added + tail, result
 
     async def post_json(self, path: str, body: Mapping[str, Any], *, model: str | None = None) -> dict[str, Any]:
         """POST a JSON body and return the JSON answer, with retries."""
@@ -401,17 +410,33 @@ def _apply_chunk(result: ChatResult, chunk: dict[str, Any], think: ThinkFilter) 
     return added
 
 
-async def _server_sent_events(stream: aiohttp.StreamReader, idle_timeout: float) -> AsyncIterator[str]:
-    """The `data:` payloads of a Server-Sent Events stream; waits at most `idle_timeout` for each line."""
+class EventTooLong(ValueError):
+    """A Server-Sent Event longer than any chat chunk is: the stream is broken (or hostile)."""
+
+
+async def _event_batches(stream: aiohttp.StreamReader, idle_timeout: float) -> AsyncIterator[list[str]]:
+    """The `data:` payloads of a Server-Sent Events stream, in batches of what has arrived together.
+
+    Waits at most `idle_timeout` for more data; raises EventTooLong for an event over MAX_EVENT_BYTES.
+    """
+    pending = b""
     data_lines: list[str] = []
     while True:
-        raw = await asyncio.wait_for(stream.readline(), idle_timeout)
-        if not raw:
+        received = await asyncio.wait_for(stream.readany(), idle_timeout)
+        if not received:
             return
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if data_lines:
-                yield "\n".join(data_lines)
-                data_lines = []
-        elif line.startswith("data:"):
-            data_lines.append(line[5:].lstrip(" "))
+        pending += received + stream.read_nowait()  # and whatever else is already buffered
+        *lines, pending = pending.split(b"\n")
+        if max(len(pending), *(len(raw) for raw in lines)) > MAX_EVENT_BYTES:
+            raise EventTooLong(f"an event of over {MAX_EVENT_BYTES} bytes")
+        batch: list[str] = []
+        for raw in lines:
+            line = raw.decode().rstrip("\r")
+            if not line:
+                if data_lines:
+                    batch.append("\n".join(data_lines))
+                    data_lines = []
+            elif line.startswith("data:"):
+                data_lines.append(line[5:].lstrip(" "))
+        if batch:
+            yield batch

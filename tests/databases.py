@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
+from bot.store import is_postgres_url
 
 BACKENDS = ("sqlite", "postgres")
 SERVER_VARIABLE = "TEST_POSTGRES_URL"
@@ -61,3 +64,15 @@ async def database_url_for(backend: str, folder: Path) -> AsyncIterator[str]:
         return
     async with fresh_postgres_database() as url:
         yield url
+
+
+async def query(database_url: str, sql: str) -> list[tuple[object, ...]]:
+    """Rows of a read-only query (SQL both backends read alike) straight from the database, as an inspector would."""
+    if is_postgres_url(database_url):
+        connection = await asyncpg.connect(database_url)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql)]
+        finally:
+            await connection.close()
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as database:
+        return database.execute(sql).fetchall()

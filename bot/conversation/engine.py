@@ -246,7 +246,8 @@ class _Answer:
         self._result = ChatResult()
         async for _, result in self._engine._api.stream_chat(request):
             self._result = result
-            if result.text and show:
+            # The stream's last item is the whole answer: stored before it is shown, in _conclude.
+            if result.text and show and not result.complete:
                 await self._reply.update(result.text)
 
     async def _conclude(self, window: Window) -> None:

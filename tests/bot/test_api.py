@@ -117,6 +117,7 @@ async def test_a_reasoning_model_refuses_a_temperature_as_a_bad_request(
 
 async def test_stream_yields_the_text_piece_by_piece_with_usage(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
     fake_openai.queue(CHAT, Reply("The quick brown fox jumps over the lazy dog.", usage=(20, 11)))
+    fake_openai.chunk_delay = 0.02  # pieces that arrive apart are handed over apart
     final = None
     deltas = []
     async for delta, result in client.stream_chat(request()):
@@ -129,6 +130,15 @@ async def test_stream_yields_the_text_piece_by_piece_with_usage(client: OpenAICl
     assert final.usage is not None and final.usage.output_tokens == 11
     sent = fake_openai.requests_to(CHAT)[0].json
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+async def test_pieces_that_arrive_together_are_handed_over_together_with_the_end(
+    client: OpenAIClient, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.queue(CHAT, Reply("All of it at once.", usage=(5, 4)))
+    items = [(delta, result.complete) async for delta, result in client.stream_chat(request())]
+    # Nothing to show before the end: the whole answer comes once, known to be whole.
+    assert items == [("All of it at once.", True)]
 
 
 async def test_stream_reports_length_cutoff(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:

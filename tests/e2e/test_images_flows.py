@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import AsyncIterator
 
 import discord
@@ -15,6 +14,7 @@ from bot.bot import Bot
 from bot.errors import ApiError, ApiErrorKind
 from bot.images import VARIATION_PROMPT
 from cogs.images import DRAWING
+from tests.databases import query
 from tests.e2e.conftest import BotRunner
 from tests.fakes.discord_emulator import DiscordEmulator, EmuFile, EmuInteraction, EmuMessage, Perm
 from tests.fakes.openai_server import (
@@ -67,10 +67,11 @@ async def final_answer(emulator: DiscordEmulator, interaction: EmuInteraction) -
     return await emulator.wait_for(finished, timeout=ANSWER_TIMEOUT, what="the pictures or an error")
 
 
-def usage_rows(bot: Bot) -> list[tuple[object, ...]]:
-    with sqlite3.connect(bot.settings.database_path) as database:
-        query = "SELECT feature, model, user_id, guild_id, channel_id, images, image_size, output_tokens > 0 FROM usage"
-        return database.execute(query).fetchall()
+async def usage_rows(bot: Bot) -> list[tuple[object, ...]]:
+    return await query(
+        bot.settings.database_url,
+        "SELECT feature, model, user_id, guild_id, channel_id, images, image_size, output_tokens > 0 FROM usage",
+    )
 
 
 def picture_size(attachment_data: bytes) -> tuple[int, int]:
@@ -103,7 +104,7 @@ async def test_generate_defers_at_once_then_shows_the_prompt_and_the_pictures(
 async def test_every_generated_picture_is_counted(emulator: DiscordEmulator, bot: Bot) -> None:
     await final_answer(emulator, await image_command(emulator, "generate", prompt="three cats", count=3))
 
-    assert usage_rows(bot) == [
+    assert await usage_rows(bot) == [
         ("images", "gpt-image-2", emulator.member.id, emulator.guild_id, emulator.general.id, 3, "1024x1024", 1)
     ]  # with the tokens the API reported, for models priced by tokens
 
@@ -212,7 +213,7 @@ async def test_a_safety_refusal_says_so_in_plain_words(
 
     assert answer.content == ApiError(ApiErrorKind.SAFETY_REFUSAL, "").user_message()
     assert answer.attachments == []
-    assert usage_rows(bot) == []
+    assert await usage_rows(bot) == []
 
 
 async def test_an_unverified_organization_tells_the_owner_what_to_do(

@@ -96,7 +96,7 @@ async def test_sigterm_stops_the_bot_cleanly_and_kill_9_loses_no_finished_turn(
     assert code == 0
     assert "Stopping" in stderr and "Traceback" not in stderr
     assert "sk-test-key" not in stderr and emulator.token not in stderr
-    assert "Starting discord-openai-bot " in stderr and "; database SQLite " in stderr  # the short summary
+    assert "Starting discord-openai-bot " in stderr and "; database " in stderr  # the short summary
     assert "system_prompt" not in stderr and "voice will NOT be supported" not in stderr
 
     async with bot_process(emulator, env, tmp_path) as bot:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
 from bot import audio
 from bot.bot import Bot
 from cogs.transcribe import FILE_THRESHOLD
+from tests.databases import query
 from tests.e2e.conftest import BotRunner
 from tests.fakes.audio_fixtures import mp3_file, mp4_video, tone, voice_message, wav_file
 from tests.fakes.discord_emulator import DiscordEmulator, EmuFile, EmuInteraction, EmuMessage, EmuUser, MessageFlag
@@ -69,10 +69,11 @@ async def transcribe_command(emulator: DiscordEmulator, file: EmuFile, **options
     return await emulator.invoke_slash(emulator.member, emulator.general.id, "transcribe", {"file": file, **options})
 
 
-def audio_usage(bot: Bot) -> list[tuple[object, ...]]:
-    with sqlite3.connect(bot.settings.database_path) as database:
-        query = "SELECT feature, model, user_id, guild_id, channel_id, audio_seconds FROM usage WHERE feature = 'audio'"
-        return database.execute(query).fetchall()
+async def audio_usage(bot: Bot) -> list[tuple[object, ...]]:
+    return await query(
+        bot.settings.database_url,
+        "SELECT feature, model, user_id, guild_id, channel_id, audio_seconds FROM usage WHERE feature = 'audio'",
+    )
 
 
 async def test_transcribe_defers_at_once_and_answers_with_the_transcript(
@@ -85,7 +86,7 @@ async def test_transcribe_defers_at_once_and_answers_with_the_transcript(
             emulator, EmuFile("standup.mp3", recording, "audio/mpeg"), language="EN", prompt="Names: Ana, Bo."
         )
         answer = await final_answer(emulator, interaction)
-        usage = audio_usage(bot)
+        usage = await audio_usage(bot)
 
     assert interaction.deferred_at is not None and interaction.deferred_at < 1.0
     assert not interaction.ephemeral
@@ -256,7 +257,7 @@ async def test_a_voice_message_in_a_plain_channel_gets_its_transcript_as_a_reply
     async with run_bot() as bot:
         voice_id = await send_voice(emulator, emulator.general.id, emulator.member, seconds=3.0)
         reply = await reply_to(emulator, emulator.general.id, voice_id)
-        usage = audio_usage(bot)
+        usage = await audio_usage(bot)
 
     assert reply.content == "-# 📝 Transcript of this voice message · 3 s\nLunch at noon?"
     assert not reply.pings  # a reply that pings nobody, the author included
