@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import aiohttp
+import asyncpg
 import discord
 from discord.http import HTTPClient
 
@@ -19,7 +20,7 @@ from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
 from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings, public_url, url_host
 from bot.errors import ApiError, ApiErrorKind, ConfigError
-from bot.store import OutdatedSchema, SqliteStore, Store
+from bot.store import OutdatedSchema, PostgresStore, SqliteStore, Store, is_postgres_url
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -28,6 +29,7 @@ EXIT_CONFIG = 2
 API_TIMEOUT_SECONDS = 30.0
 DISCORD_TIMEOUT_SECONDS = 60.0
 GUILD_TIMEOUT_SECONDS = 20.0
+DATABASE_TIMEOUT_SECONDS = 20.0
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 # Text and announcement channels: where members talk to the bot.
@@ -132,30 +134,64 @@ async def diagnose(settings: Settings, report: Report) -> int:
 
 async def _open_store(settings: Settings, report: Report) -> Store:
     """The bot's database, read-only, for the per-server settings; else an empty one in memory (said why)."""
+    if is_postgres_url(settings.database_url):
+        store = await _open_postgres(settings, report)
+    else:
+        store = await _open_sqlite(settings, report)
+    return store if store is not None else await SqliteStore.open(":memory:")
+
+
+async def _open_sqlite(settings: Settings, report: Report) -> Store | None:
     path = settings.database_path
     report.section(f"Database ({path})")
     if not path.exists():
         report.note("It does not exist yet: the bot creates it at its first start.")
+        return None
+    try:
+        store = await SqliteStore.open_read_only(path)
+    except OutdatedSchema as error:
+        _report_schema(error, report)
+    except (sqlite3.Error, OSError) as error:
+        report.problem(
+            f"It cannot be read as a database ({error}).",
+            "Restore it from a backup, or point DATABASE_URL at a new file (the history in it is lost).",
+        )
     else:
-        try:
-            store = await SqliteStore.open_read_only(path)
-        except OutdatedSchema as error:
-            if error.found < error.expected:
-                report.note(f"It has {error}: the bot migrates it at its next start.")
-            else:
-                report.problem(
-                    f"It has {error}, written by a newer version of the bot.",
-                    "Run the newer version, or point DATABASE_URL at another file.",
-                )
-        except (sqlite3.Error, OSError) as error:
-            report.problem(
-                f"It cannot be read as a database ({error}).",
-                "Restore it from a backup, or point DATABASE_URL at a new file (the history in it is lost).",
-            )
-        else:
-            report.ok("Readable, with the current schema.")
-            return store
-    return await SqliteStore.open(":memory:")
+        report.ok("Readable, with the current schema.")
+        return store
+    return None
+
+
+async def _open_postgres(settings: Settings, report: Report) -> Store | None:
+    report.section(f"Database ({settings.database_display})")
+    report.waiting(
+        f"Connecting to PostgreSQL at {url_host(settings.database_url)} (up to {DATABASE_TIMEOUT_SECONDS:.0f} s)"
+    )
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
+            store = await PostgresStore.open(settings.database_url, pool_size=1, migrate=False)
+    except OutdatedSchema as error:
+        _report_schema(error, report)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        detail = str(error).replace(settings.database_url, settings.database_display) or type(error).__name__
+        report.problem(
+            f"The database cannot be reached or read ({detail}).",
+            "check DATABASE_URL (host, port, user, password, database name, sslmode) and that the server is up.",
+        )
+    else:
+        report.ok("Reachable and readable, with the current schema.")
+        return store
+    return None
+
+
+def _report_schema(error: OutdatedSchema, report: Report) -> None:
+    if error.found < error.expected:
+        report.note(f"It has {error}: the bot migrates it at its next start.")
+    else:
+        report.problem(
+            f"It has {error}, written by a newer version of the bot.",
+            "Run the newer version, or point DATABASE_URL at another database.",
+        )
 
 
 async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSession, report: Report) -> None:

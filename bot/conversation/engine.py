@@ -132,14 +132,15 @@ class Conversations:
             await admission.release()
             raise
 
-    async def answer(self, place: Place, question: Question, admission: Admission, surface: ReplySurface) -> None:
-        """Store the question and stream its answer through `surface`, after the turns ahead of it.
+    async def answer(self, place: Place, question: Question, admission: Admission, surface: ReplySurface) -> str | None:
+        """Store the question and stream its answer through `surface`, after the turns ahead of it; return the
+        answer as stored (None when there is none: it failed, was withheld or empty).
 
         Never raises for a failed answer: what went wrong is said where the answer would be.
         """
         async with place, admission:
             stored = await self._store_question(question)
-            await _Answer(self, stored, question, surface).run()
+            return await _Answer(self, stored, question, surface).run()
 
     async def system_prompt(self, channel_id: int, parent_id: int | None) -> str:
         """The channel's own prompt, else (for a thread people opened) its parent's, else the bot's default.
@@ -199,17 +200,18 @@ class _Answer:
         self._window: Window | None = None
         self._result = ChatResult()
 
-    async def run(self) -> None:
-        """Answer, or say where the answer would be why it could not be given."""
+    async def run(self) -> str | None:
+        """Answer, or say where the answer would be why it could not be given; the answer stored, if any."""
         self._reply.start_typing()
         try:
-            await self._answer()
+            return await self._answer()
         except Exception as error:
             await self._fail(error)
+            return None
         finally:
             await self._reply.close()
 
-    async def _answer(self) -> None:
+    async def _answer(self) -> str | None:
         engine, asked = self._engine, self._asked
         settings = engine._settings
         self._model = asked.model or await engine._gate.model_for(
@@ -229,7 +231,7 @@ class _Answer:
                 if error.kind is not ApiErrorKind.CONTEXT_TOO_LONG or attempt == 1 or self._reply.message_ids:
                     raise
                 budget //= 2
-        await self._conclude(window)
+        return await self._conclude(window)
 
     def _request(self, window: Window) -> ChatRequest:
         return ChatRequest(
@@ -250,7 +252,7 @@ class _Answer:
             if result.text and show and not result.complete:
                 await self._reply.update(result.text)
 
-    async def _conclude(self, window: Window) -> None:
+    async def _conclude(self, window: Window) -> str | None:
         """Moderate the whole answer, store it with its usage, then show it whole."""
         engine, result = self._engine, self._result
         answer = result.text or result.refusal or ""

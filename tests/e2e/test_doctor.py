@@ -6,8 +6,10 @@ import asyncio
 import io
 from pathlib import Path
 
+import pytest
+
 from bot import doctor
-from bot.store import SqliteStore
+from bot.store import SqliteStore, open_store
 from tests.fakes.discord_emulator import DiscordEmulator, Intent, Perm
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -81,6 +83,7 @@ async def test_a_rejected_token_is_a_problem_with_its_fix(emulator: DiscordEmula
     assert "not.the.token" not in text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a file on disk
 async def test_a_damaged_database_is_named_with_the_fix_and_left_untouched(
     emulator: DiscordEmulator, bot_env: dict[str, str]
 ) -> None:
@@ -94,6 +97,7 @@ async def test_a_damaged_database_is_named_with_the_fix_and_left_untouched(
     assert path.read_bytes() == b"this is not a database" * 100
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a file on disk
 async def test_the_bots_database_is_read_without_being_changed(
     emulator: DiscordEmulator, bot_env: dict[str, str]
 ) -> None:
@@ -105,3 +109,26 @@ async def test_the_bots_database_is_read_without_being_changed(
     assert code == 0, text
     assert "Readable, with the current schema." in text
     assert sorted(p.name for p in path.parent.iterdir()) == before  # no -wal or -shm files left behind
+
+
+async def test_the_doctor_reads_the_models_admins_chose_in_any_database(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    store = await open_store(bot_env["DATABASE_URL"])  # as the running bot left it
+    await store.update_guild_settings(emulator.guild_id, {"models": {"chat": "gpt-retired"}})
+    await store.close()
+    code, text = await doctor_in_thread(bot_env)
+    assert code == 1
+    assert "The chat model gpt-retired, chosen for a server or channel with /settings model, is not offered" in text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the bot's own database plays no part
+async def test_an_unreachable_postgresql_is_named_without_its_password(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    env = {**bot_env, "DATABASE_URL": "postgresql://bot:s3cr3t-pass@127.0.0.1:9/botdb"}
+    code, text = await doctor_in_thread(env)
+    assert code == 1
+    assert "Database (postgresql://bot:***@127.0.0.1:9/botdb)" in text
+    assert "cannot be reached" in text and "s3cr3t-pass" not in text
+    assert "Invite link:" in text  # the other checks still ran
