@@ -271,9 +271,10 @@ class _Answer:
                 withheld_note(verdict) if verdict.flagged else with_notes("", answer_notes(result, omitted_older=False))
             )
             await self._reply.finish(shown)
-            return
+            return None
         await self._write(answer, usage=usage)
         await self._reply.finish(with_notes(answer, answer_notes(result, omitted_older=window.omitted_older)))
+        return answer
 
     def _usage(self, window: Window) -> UsageRecord:
         """What the call used: as the API reported it, else estimated from what was sent and received."""
