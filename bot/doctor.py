@@ -30,6 +30,7 @@ API_TIMEOUT_SECONDS = 30.0
 DISCORD_TIMEOUT_SECONDS = 60.0
 GUILD_TIMEOUT_SECONDS = 20.0
 DATABASE_TIMEOUT_SECONDS = 20.0
+MAX_GUILDS_PER_SHARD = 2_500
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 # Text and announcement channels: where members talk to the bot.
@@ -278,6 +279,8 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
             application_id = int(application["id"])
             _check_intent(settings, int(application.get("flags") or 0), application_id, report)
             guilds = await _all_guilds(http)
+            recommended, _, _ = await http.get_bot_gateway()
+        _check_shards(settings, [int(guild["id"]) for guild in guilds], int(recommended), report)
         # Each server has a time limit of its own, so a bot in hundreds of servers is checked to the end.
         await _check_guilds(settings, gate, http, guilds, int(me["id"]), report)
     except discord.LoginFailure:
@@ -296,6 +299,33 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
     finally:
         await http.close()
     return application_id
+
+
+def _check_shards(settings: Settings, guild_ids: list[int], recommended: int, report: Report) -> None:
+    """The shards this process would run and the servers each would serve (Discord: at most 2,500 a shard)."""
+    report.section("Shards")
+    count = settings.shard_count or recommended
+    mine = settings.shard_ids if settings.shard_ids is not None else tuple(range(count))
+    if settings.shard_count is None:
+        report.ok(f"SHARD_COUNT is unset: this process runs all {count} of Discord's recommended shards.")
+    elif settings.shard_count < recommended:
+        report.problem(
+            f"SHARD_COUNT={settings.shard_count}, but Discord recommends {recommended} shards for this bot's servers.",
+            f"set SHARD_COUNT={recommended} (and spread SHARD_IDS over the processes), or unset it.",
+        )
+    per_shard = {shard: 0 for shard in mine}
+    for guild_id in guild_ids:
+        shard = (guild_id >> 22) % count
+        if shard in per_shard:
+            per_shard[shard] += 1
+    for shard, servers in per_shard.items():
+        line = f"Shard {shard} of {count}: {servers} server{'' if servers == 1 else 's'}."
+        if servers > MAX_GUILDS_PER_SHARD:
+            report.problem(line, f"Discord allows {MAX_GUILDS_PER_SHARD:,} servers a shard: raise SHARD_COUNT.")
+        else:
+            report.ok(line)
+    if count > 1 and 0 in per_shard:
+        report.note("Direct messages arrive on shard 0 only: this process answers them.")
 
 
 async def _check_guilds(

@@ -150,15 +150,27 @@ class Admin(commands.Cog):
             api = f"answered in {(time.perf_counter() - started) * 1000:.0f} ms"
         except ApiError as error:
             api = f"not answering: {error.user_message()}"
-        gateway = "not connected" if math.isinf(self.bot.latency) else f"{self.bot.latency * 1000:.0f} ms"
         lines = [
             f"**Version** {__version__} · **up** {duration(time.monotonic() - self.bot.started_at)}",
             f"**Models here**: {models}",
             f"**Moderation**: {moderation}",
             f"**API** ({api_host(settings.openai_base_url)}): {api}",
-            f"**Discord gateway latency**: {gateway}",
+            f"**Discord** ({self._shards_line()})",
         ]
         await interaction.edit_original_response(content="\n".join(lines))
+
+    def _shards_line(self) -> str:
+        """Each shard this process runs: its gateway latency and how many servers it serves."""
+        servers: dict[int | None, int] = {}
+        for guild in self.bot.guilds:
+            servers[guild.shard_id] = servers.get(guild.shard_id, 0) + 1
+        parts = []
+        for shard_id, shard in sorted(self.bot.shards.items()):
+            latency = "not connected" if math.isinf(shard.latency) else f"{shard.latency * 1000:.0f} ms"
+            count = servers.get(shard_id, 0)
+            parts.append(f"shard {shard_id}: {latency}, {count} server{'' if count == 1 else 's'}")
+        total = self.bot.shard_count or 1
+        return f"{total} shard{'' if total == 1 else 's'} in all" + (f"; {' · '.join(parts)}" if parts else "")
 
     @settings_group.command(name="show", description="Show the settings in force for this server and a channel.")
     @app_commands.describe(channel="The channel to show (default: this one)")

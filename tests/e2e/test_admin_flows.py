@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import discord
 import pytest
 
@@ -153,6 +155,17 @@ async def test_status_names_the_models_the_api_latency_and_the_version(
     assert "chat `gpt-5-mini`" in text and "image generation `gpt-image-2`" in text
     assert "**Moderation**: `omni-moderation-latest` on prompts" in text
     assert "): answered in " in text
+    assert re.search(r"\*\*Discord\*\* \(1 shard in all; shard 0: \d+ ms, 1 server\)", text), text
+
+
+async def test_status_shows_each_shard_of_this_process(emulator: DiscordEmulator, run_bot: BotRunner) -> None:
+    for name in ("Two", "Three", "Four"):
+        emulator.add_guild(name)  # guilds made one after another fall on shards 1, 0, 1 of 2
+    async with run_bot(SHARD_COUNT="2", DISCORD_GUILD_ID=""):
+        text = await ephemeral_answer(
+            emulator, await emulator.invoke_slash(emulator.member, emulator.general.id, "status")
+        )
+    assert re.search(r"2 shards in all; shard 0: \d+ ms, 2 servers · shard 1: \d+ ms, 2 servers", text), text
 
 
 async def test_settings_change_the_model_at_once_and_refuse_an_unknown_one(

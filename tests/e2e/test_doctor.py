@@ -132,3 +132,14 @@ async def test_an_unreachable_postgresql_is_named_without_its_password(
     assert "Database (postgresql://bot:***@127.0.0.1:9/botdb)" in text
     assert "cannot be reached" in text and "s3cr3t-pass" not in text
     assert "Invite link:" in text  # the other checks still ran
+
+
+async def test_the_doctor_shows_the_servers_of_each_shard_of_this_process(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    for name in ("Two", "Three"):
+        emulator.add_guild(name)  # on shards 1 and 0 of 2
+    code, text = await doctor_in_thread({**bot_env, "SHARD_COUNT": "2", "SHARD_IDS": "1"})
+    assert "Shard 1 of 2: 1 server." in text
+    assert "Shard 0 of 2" not in text  # another process runs it
+    assert code == 0, text
