@@ -345,7 +345,9 @@ class _Answer:
             await self._abandon(self._usage(self._window) if spent and self._window else None)
         except Exception:
             log.exception("Could not record the failed answer in channel %s", channel_id)
-        shown = self._reply.text
+        # Text that arrived but had not been shown yet goes up with the note, unless it still awaits moderation.
+        moderated = self._engine._settings.moderate_answers
+        shown = self._reply.text if moderated else self._result.text or self._reply.text
         try:
             await self._reply.finish(with_notes(shown, [words]) if shown.strip() else words)
         except Exception:
