@@ -78,6 +78,7 @@ class Settings:
     # The URL may carry the database password: kept out of repr, shown only through database_display.
     database_url: str = field(default="sqlite:///data/bot.db", repr=False)
     database_pool_size: int = 10
+    answer_after_restart_minutes: int = 5
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     chat_model: str = "gpt-5-mini"
@@ -166,6 +167,9 @@ class Settings:
             database_pool_size=reader.integer("DATABASE_POOL_SIZE", cls.database_pool_size, minimum=1),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            answer_after_restart_minutes=reader.integer(
+                "ANSWER_AFTER_RESTART_MINUTES", cls.answer_after_restart_minutes, minimum=0
+            ),
             chat_model=reader.text("CHAT_MODEL", cls.chat_model),
             discord_guild_id=reader.optional_int("DISCORD_GUILD_ID"),
             discord_message_content=reader.boolean("DISCORD_MESSAGE_CONTENT", True),

@@ -37,7 +37,9 @@ async def reply_with_refusal(message: discord.Message, error: Exception) -> None
 class ChannelSurface:
     """Posts and edits an answer's messages in a channel; the first one replies to `reply_to` when given."""
 
-    def __init__(self, channel: discord.abc.Messageable, *, reply_to: discord.Message | None = None) -> None:
+    def __init__(
+        self, channel: discord.abc.Messageable, *, reply_to: discord.Message | discord.PartialMessage | None = None
+    ) -> None:
         self._channel = channel
         self._reply_to = reply_to
 

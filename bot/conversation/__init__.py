@@ -7,6 +7,7 @@ from bot.conversation.engine import (
     NOTE_OMITTED,
     NOTE_REFUSED,
     Conversations,
+    Interrupted,
     Question,
     answer_notes,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "NOTE_OMITTED",
     "NOTE_REFUSED",
     "Conversations",
+    "Interrupted",
     "Place",
     "Question",
     "TurnOrder",

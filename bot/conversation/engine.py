@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from bot.access import Admission, Gate
 from bot.api import ChatRequest, ChatResult, OpenAIClient, safety_identifier
@@ -48,6 +49,14 @@ class Question:
     model: str | None = None  # None: the model configured for the channel
     temperature: float | None = None
     spoken: bool = False  # transcribed from a voice message
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A question a crash left unanswered, and the part of its answer that was being shown, if any."""
+
+    question: Turn
+    cut_answer: Turn | None = None
 
 
 def answer_notes(result: ChatResult, *, omitted_older: bool) -> list[str]:
@@ -141,6 +150,28 @@ class Conversations:
         async with place, admission:
             stored = await self._store_question(question)
             return await _Answer(self, stored, question, surface).run()
+
+    async def interrupted(self, since: datetime) -> list[Interrupted]:
+        """The questions stored since `since` that a crash left without a whole answer, oldest first."""
+        in_flight = await self._store.turns_in_flight(since)
+        cut = {turn.channel_id: turn for turn in in_flight if turn.role == "assistant"}
+        found = []
+        for turn in in_flight:
+            if turn.role == "user":
+                answer = cut.get(turn.channel_id)
+                found.append(Interrupted(turn, answer if answer is not None and answer.id > turn.id else None))
+        return found
+
+    async def resume(
+        self, interrupted: Interrupted, asked: Question, admission: Admission, surface: ReplySurface
+    ) -> str | None:
+        """Answer an interrupted question again (what was cut off is dropped from the history first)."""
+        question = interrupted.question
+        async with self.arrive(question.channel_id), admission:
+            if interrupted.cut_answer is not None:
+                await self._store.abandon_answer(question.id, answer_id=interrupted.cut_answer.id)
+                self.history.remove(question.channel_id, interrupted.cut_answer.id)
+            return await _Answer(self, question, asked, surface).run()
 
     async def system_prompt(self, channel_id: int, parent_id: int | None) -> str:
         """The channel's own prompt, else (for a thread people opened) its parent's, else the bot's default.

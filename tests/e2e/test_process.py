@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -91,3 +92,59 @@ async def test_an_unreachable_postgresql_is_named_without_its_password(
     assert code == 2
     assert "Could not open the database postgres://bot:***@127.0.0.1:9/botdb" in stderr
     assert "s3cr3t-pass" not in stderr and "Traceback" not in stderr
+
+
+async def test_after_a_kill_9_mid_answer_the_cut_answer_says_so_and_the_question_is_answered(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path, database_url: str
+) -> None:
+    env = {**process_env(emulator, fake_openai, tmp_path), "DATABASE_URL": database_url}
+    long_answer = "Otters are members of the weasel family. " * 12
+    fake_openai.queue(CHAT, Reply(long_answer.strip()))
+    fake_openai.stream_chunk_chars, fake_openai.chunk_delay = 10, 0.25  # about 12 s of streaming
+    async with bot_process(emulator, env, tmp_path) as bot:
+        thread_id = await open_conversation(emulator, emulator.member, "Tell me about otters")
+        cut = await emulator.wait_for(
+            lambda: next((m for m in emulator.messages(thread_id) if len(m.content) > 40), None),
+            timeout=10,
+            what="part of the answer on screen",
+        )
+        await bot.stop(signal.SIGKILL)
+    fake_openai.chunk_delay = 0.0
+    async with bot_process(emulator, env, tmp_path) as bot:
+        answer = await wait_for_answer(emulator, thread_id, "Echo: Member: Tell me about otters")
+        marked = await emulator.wait_for(
+            lambda: "interrupted" in emulator.message(cut.id).content and emulator.message(cut.id), what="the mark"
+        )
+        await bot.stop(signal.SIGTERM)
+    assert marked.content.startswith("Otters are members of the weasel family.")
+    assert answer.id != cut.id
+    # The history the model saw again is the question alone: the cut-off answer is not built on.
+    assert sent_messages(fake_openai)[1:] == [("user", f"{speaker(emulator.member)}: Tell me about otters")]
+
+
+async def test_after_a_kill_9_before_any_answer_the_question_is_answered_and_old_ones_are_left_alone(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path, database_url: str
+) -> None:
+    env = {**process_env(emulator, fake_openai, tmp_path), "DATABASE_URL": database_url}
+    fake_openai.first_chunk_delay = 60  # the model is still thinking when the process dies
+    async with bot_process(emulator, env, tmp_path) as bot:
+        await emulator.send_message(emulator.general.id, emulator.member, f"<@{emulator.bot_user.id}> Still there?")
+        await emulator.wait_for(lambda: fake_openai.requests_to(CHAT), what="the question to reach the API")
+        await bot.stop(signal.SIGKILL)
+    fake_openai.first_chunk_delay = 0
+    async with bot_process(emulator, env, tmp_path) as bot:
+        reply = await wait_for_answer(emulator, emulator.general.id, "Echo: Member: Still there?")
+        await bot.stop(signal.SIGTERM)
+    assert reply.reply_to is not None and reply.reply_to.content.endswith("Still there?")
+
+    # Past ANSWER_AFTER_RESTART_MINUTES nothing is taken up again.
+    fake_openai.first_chunk_delay = 60
+    async with bot_process(emulator, env, tmp_path) as bot:
+        await emulator.send_message(emulator.general.id, emulator.member, f"<@{emulator.bot_user.id}> And now?")
+        await emulator.wait_for(lambda: len(fake_openai.requests_to(CHAT)) == 3, what="the question at the API")
+        await bot.stop(signal.SIGKILL)
+    fake_openai.first_chunk_delay = 0
+    async with bot_process(emulator, {**env, "ANSWER_AFTER_RESTART_MINUTES": "0"}, tmp_path) as bot:
+        await asyncio.sleep(1.0)
+        await bot.stop(signal.SIGTERM)
+    assert len(fake_openai.requests_to(CHAT)) == 3
