@@ -30,7 +30,7 @@ from bot.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin", "cogs.transcribe", "cogs.recovery")
+EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin", "cogs.transcribe", "cogs.recovery", "cogs.lifecycle")
 COMMAND_SYNC_KEY = "command_sync_hash"
 # Discord lets one identify through per max_concurrency bucket every 5 seconds.
 IDENTIFY_INTERVAL_SECONDS = 5.0

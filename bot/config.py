@@ -79,6 +79,7 @@ class Settings:
     database_url: str = field(default="sqlite:///data/bot.db", repr=False)
     database_pool_size: int = 10
     answer_after_restart_minutes: int = 5
+    history_retention_days: int = 0  # 0: keep
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     chat_model: str = "gpt-5-mini"
@@ -167,6 +168,7 @@ class Settings:
             database_pool_size=reader.integer("DATABASE_POOL_SIZE", cls.database_pool_size, minimum=1),
             shard_count=shard_count,
             shard_ids=shard_ids,
+            history_retention_days=reader.integer("HISTORY_RETENTION_DAYS", cls.history_retention_days, minimum=0),
             answer_after_restart_minutes=reader.integer(
                 "ANSWER_AFTER_RESTART_MINUTES", cls.answer_after_restart_minutes, minimum=0
             ),

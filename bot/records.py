@@ -41,6 +41,9 @@ class _Lru(Generic[K, V]):
     def pop(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
 
 class Records:
     """Channel records and guild settings, cached; every change to them goes through here."""
@@ -103,6 +106,16 @@ class Records:
         self._forget_guild(guild_id)
         await self._store.update_guild_settings(guild_id, changes)
         self._forget_guild(guild_id)
+
+    def forget_channels(self, channel_ids: list[int]) -> None:
+        """Drop deleted channels from the cache (their records are gone from the store)."""
+        for channel_id in channel_ids:
+            self._forget_channel(channel_id)
+
+    def forget_guild(self, guild_id: int) -> None:
+        """Drop a server the bot left, and every channel record (rare: simpler than finding its channels)."""
+        self._forget_guild(guild_id)
+        self._channels.clear()
 
     def _forget_channel(self, channel_id: int) -> None:
         # Before the write (so no one reads the old value meanwhile and keeps it) and after (for reads that

@@ -7,6 +7,7 @@ it took when it arrived.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, describe_expecte
 from bot.moderation import Moderator, withheld_note
 from bot.records import Records
 from bot.render import with_notes
-from bot.store import AnswerWrite, ChannelRecord, NewTurn, Store, Turn, UsageRecord
+from bot.store import AnswerWrite, ChannelRecord, NewTurn, Store, Turn, UsageRecord, utc_now
 from bot.streaming import EditThrottle, ReplySurface, StreamingReply
 from bot.tokens import TokenCounter
 from bot.window import Window, build_window, turn_tokens
@@ -192,6 +193,31 @@ class Conversations:
     async def channel(self, channel_id: int) -> ChannelRecord:
         """What the bot keeps about a channel (from the cache its own writes keep true)."""
         return await self._records.channel(channel_id)
+
+    async def forget_channels(self, channel_ids: list[int]) -> int:
+        """Forget deleted channels or threads (and a deleted channel's threads); how many turns went."""
+        forgotten = await self._store.forget_channels(channel_ids)
+        for channel_id in channel_ids:
+            self.history.forget(channel_id)
+        self._records.forget_channels(channel_ids)
+        return forgotten
+
+    async def forget_guild(self, guild_id: int, channel_ids: list[int]) -> int:
+        """Forget a server the bot left (`channel_ids`: its channels and threads this process knew)."""
+        forgotten = await self._store.forget_guild(guild_id)
+        for channel_id in channel_ids:
+            self.history.forget(channel_id)
+        self._records.forget_guild(guild_id)
+        return forgotten
+
+    async def forget_history_before(self, before: datetime) -> int:
+        """Drop every turn older than `before` (HISTORY_RETENTION_DAYS), a batch at a time so no turn waits long."""
+        forgotten = 0
+        while dropped := await self._store.prune(utc_now(), turns_before=before):
+            forgotten += dropped
+            await asyncio.sleep(0)  # let turns in between
+        self.history.forget_older(before)
+        return forgotten
 
     async def reset(self, channel_id: int) -> int:
         """Forget a channel's history, after any answer under way there; return how many turns were forgotten."""

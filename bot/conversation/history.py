@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from bot.store import Store, Turn
 from bot.tokens import TokenCounter
@@ -80,6 +81,13 @@ class History:
     def forget(self, channel_id: int) -> None:
         """Drop a channel from memory (its history was cleared)."""
         self._channels.pop(channel_id, None)
+
+    def forget_older(self, before: datetime) -> None:
+        """Drop turns older than `before` from memory, as the store's retention sweep drops them."""
+        for channel in self._channels.values():
+            kept = [turn for turn in channel.turns if turn.created_at >= before]
+            if len(kept) < len(channel.turns):
+                channel.turns, channel.has_older = kept, False
 
     def _trim(self, channel: ChannelTurns) -> None:
         """Keep the newest turns that could still fit a request; older ones stay in the store only."""

@@ -226,6 +226,17 @@ class Store(Protocol):
     async def clear_turns(self, channel_id: int) -> int:
         """Forget a channel's turns; return how many were forgotten."""
 
+    async def forget_channels(self, channel_ids: list[int]) -> int:
+        """Forget deleted channels or threads: their turns and records (their usage stays in the ledger, which
+        holds no content). Return how many turns were forgotten."""
+
+    async def forget_guild(self, guild_id: int) -> int:
+        """Forget a server the bot left: every turn, channel record and setting of it. Return how many turns."""
+
+    async def prune(self, now: datetime, *, turns_before: datetime | None = None, batch: int = 1000) -> int:
+        """Drop what no longer counts (rate-limit entries past their minute, holds past their expiry) and, with
+        `turns_before`, at most `batch` turns older than it; return how many turns went (call again while > 0)."""
+
     async def get_channel(self, channel_id: int) -> ChannelRecord:
         """The channel's record, or an empty one when the bot has stored nothing about it."""
 

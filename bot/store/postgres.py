@@ -178,6 +178,49 @@ class PostgresStore:
         )
         return [_turn(row) for row in reversed(rows)]
 
+    async def forget_channels(self, channel_ids: list[int]) -> int:
+        """Forget deleted channels or threads: their turns and records, in one transaction."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            # A deleted channel takes its threads with it: those the bot knows are found by their parent.
+            status = await connection.execute(
+                "DELETE FROM turns WHERE channel_id = ANY($1::bigint[])"
+                " OR channel_id IN (SELECT channel_id FROM channels WHERE parent_id = ANY($1::bigint[]))",
+                channel_ids,
+            )
+            await connection.execute(
+                "DELETE FROM channels WHERE channel_id = ANY($1::bigint[]) OR parent_id = ANY($1::bigint[])",
+                channel_ids,
+            )
+        return int(status.split()[-1])
+
+    async def forget_guild(self, guild_id: int) -> int:
+        """Forget a server the bot left: its turns, channel records and settings, in one transaction."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            status = await connection.execute(
+                "DELETE FROM turns WHERE guild_id = $1"
+                # Turns stored before they carried their guild are found through the channels the bot knew.
+                " OR channel_id IN (SELECT channel_id FROM channels WHERE guild_id = $1)",
+                guild_id,
+            )
+            await connection.execute("DELETE FROM channels WHERE guild_id = $1", guild_id)
+            await connection.execute("DELETE FROM guild_settings WHERE guild_id = $1", guild_id)
+        return int(status.split()[-1])
+
+    async def prune(self, now: datetime, *, turns_before: datetime | None = None, batch: int = 1000) -> int:
+        """Drop spent rate-limit entries and expired holds, and at most `batch` turns older than `turns_before`."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("DELETE FROM rate_hits WHERE at <= $1", now.timestamp() - RATE_WINDOW_SECONDS)
+            await connection.execute("DELETE FROM holds WHERE expires_at <= $1", now.timestamp())
+            if turns_before is None:
+                return 0
+            # By id, oldest first: the rows to go are at the start of the primary key, so each batch is found at once.
+            status = await connection.execute(
+                "DELETE FROM turns WHERE id IN (SELECT id FROM turns WHERE created_at < $1 ORDER BY id LIMIT $2)",
+                turns_before,
+                batch,
+            )
+        return int(status.split()[-1])
+
     async def clear_turns(self, channel_id: int) -> int:
         """Forget a channel's turns; return how many were forgotten."""
         status = await self._pool.execute("DELETE FROM turns WHERE channel_id = $1", channel_id)

@@ -224,6 +224,53 @@ class SqliteStore:
         )
         return [_turn(row) for row in reversed(rows)]
 
+    async def forget_channels(self, channel_ids: list[int]) -> int:
+        """Forget deleted channels or threads: their turns and records, in one transaction."""
+
+        def forget(db: sqlite3.Connection) -> int:
+            marks = ", ".join("?" * len(channel_ids))
+            # A deleted channel takes its threads with it: those the bot knows are found by their parent.
+            threads = f"SELECT channel_id FROM channels WHERE parent_id IN ({marks})"
+            forgotten = db.execute(
+                f"DELETE FROM turns WHERE channel_id IN ({marks}) OR channel_id IN ({threads})", channel_ids * 2
+            ).rowcount
+            db.execute(f"DELETE FROM channels WHERE channel_id IN ({marks}) OR parent_id IN ({marks})", channel_ids * 2)
+            return forgotten
+
+        return await self._writer.run(_transaction(forget)) if channel_ids else 0
+
+    async def forget_guild(self, guild_id: int) -> int:
+        """Forget a server the bot left: its turns, channel records and settings, in one transaction."""
+
+        def forget(db: sqlite3.Connection) -> int:
+            known = [row[0] for row in db.execute("SELECT channel_id FROM channels WHERE guild_id = ?", (guild_id,))]
+            forgotten = db.execute("DELETE FROM turns WHERE guild_id = ?", (guild_id,)).rowcount
+            # Turns stored before they carried their guild are found through the channels the bot knew.
+            marks = ", ".join("?" * len(known))
+            if known:
+                forgotten += db.execute(f"DELETE FROM turns WHERE channel_id IN ({marks})", known).rowcount
+            db.execute("DELETE FROM channels WHERE guild_id = ?", (guild_id,))
+            db.execute("DELETE FROM guild_settings WHERE guild_id = ?", (guild_id,))
+            return forgotten
+
+        return await self._writer.run(_transaction(forget))
+
+    async def prune(self, now: datetime, *, turns_before: datetime | None = None, batch: int = 1000) -> int:
+        """Drop spent rate-limit entries and expired holds, and at most `batch` turns older than `turns_before`."""
+
+        def prune(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM rate_hits WHERE at <= ?", (now.timestamp() - RATE_WINDOW_SECONDS,))
+            db.execute("DELETE FROM holds WHERE expires_at <= ?", (now.timestamp(),))
+            if turns_before is None:
+                return 0
+            # By id, oldest first: the rows to go are at the start of the table, so each batch is found at once.
+            return db.execute(
+                "DELETE FROM turns WHERE id IN (SELECT id FROM turns WHERE created_at < ? ORDER BY id LIMIT ?)",
+                (timestamp(turns_before), batch),
+            ).rowcount
+
+        return await self._writer.run(_transaction(prune))
+
     async def clear_turns(self, channel_id: int) -> int:
         """Forget a channel's turns; return how many were forgotten."""
         return await self._writer.run(

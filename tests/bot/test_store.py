@@ -32,6 +32,7 @@ from bot.store import (
 )
 from bot.store.schema import SQLITE_MIGRATIONS
 from bot.usage import totals_by_feature
+from tests.databases import query
 
 PROJECT_ROOT = Path(__file__).parents[2]
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -459,3 +460,61 @@ async def test_the_identify_slot_of_a_bucket_is_taken_once_per_interval_across_p
     assert await first.claim_identify_slot(0, 2.0) == 0
     await first.close()
     await second.close()
+
+
+# -- forgetting --------------------------------------------------------------------------------------------
+
+
+async def test_a_deleted_channel_takes_its_turns_records_and_known_threads_with_it(database_url: str) -> None:
+    store = await open_store(database_url)
+    for channel in (1, 2, 3):
+        await store.add_turn(channel, user_turn(f"in {channel}"), guild_id=9)
+    await store.save_conversation_thread(2, guild_id=9, parent_id=1, opened_by=5, system_prompt=None)
+    await store.set_system_prompt(1, "Be brief.", guild_id=9)
+    await store.record_usage(UsageRecord("chat", "m", 1, 9, 1, input_tokens=10))
+    assert await store.forget_channels([1]) == 2  # channel 1 and its thread 2
+    assert await store.recent_turns(1, 10) == [] and await store.recent_turns(2, 10) == []
+    assert [t.content for t in await store.recent_turns(3, 10)] == ["in 3"]
+    assert (await store.get_channel(1)).system_prompt is None and not (await store.get_channel(2)).is_conversation
+    assert totals_by_feature(await store.usage_by_model(NOON - timedelta(days=400)))["chat"].input_tokens == 10
+    await store.close()
+
+
+async def test_a_server_the_bot_left_is_forgotten_but_its_usage_stays(database_url: str) -> None:
+    store = await open_store(database_url)
+    await store.add_turn(1, user_turn("here"), guild_id=9)
+    await store.add_turn(2, user_turn("elsewhere"), guild_id=8)
+    await store.update_guild_settings(9, {"features": {"chat": False}})
+    await store.update_channel_settings(1, {"auto_transcribe": False}, guild_id=9)
+    await store.record_usage(UsageRecord("chat", "m", 1, 9, 1, input_tokens=10))
+    assert await store.forget_guild(9) == 1
+    assert await store.recent_turns(1, 10) == [] and len(await store.recent_turns(2, 10)) == 1
+    assert await store.get_guild_settings(9) == {} and (await store.get_channel(1)).settings == {}
+    assert len(await store.usage_by_user(9, NOON - timedelta(days=400))) == 1
+    await store.close()
+
+
+async def test_the_retention_sweep_drops_old_turns_a_batch_at_a_time(database_url: str) -> None:
+    moment = [NOON - timedelta(days=40)]
+    store = await open_store(database_url, clock=lambda: moment[0])
+    for index in range(5):
+        await store.add_turn(1, user_turn(f"old {index}"))
+    moment[0] = NOON
+    await store.add_turn(1, user_turn("new"))
+    cutoff = NOON - timedelta(days=30)
+    assert await store.prune(NOON, turns_before=cutoff, batch=2) == 2
+    assert await store.prune(NOON, turns_before=cutoff, batch=2) == 2
+    assert await store.prune(NOON, turns_before=cutoff, batch=2) == 1
+    assert await store.prune(NOON, turns_before=cutoff, batch=2) == 0
+    assert [t.content for t in await store.recent_turns(1, 10)] == ["new"]
+    await store.close()
+
+
+async def test_pruning_drops_spent_rate_entries_and_expired_holds(database_url: str) -> None:
+    store = await open_store(database_url)
+    assert isinstance(await store.reserve(requests(1, per_minute=1)), Reserved)
+    assert isinstance(await store.reserve(images(1, 10, limit=10)), Reserved)
+    await store.prune(NOON + timedelta(hours=2))
+    rows = await query(database_url, "SELECT (SELECT COUNT(*) FROM rate_hits), (SELECT COUNT(*) FROM holds)")
+    assert [tuple(int(value) for value in row) for row in rows] == [(0, 0)]
+    await store.close()

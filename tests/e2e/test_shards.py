@@ -81,6 +81,16 @@ async def answer_to(emulator: DiscordEmulator, channel: EmuChannel, message_id: 
     return reply.content
 
 
+async def all_stored(database_url: str) -> None:
+    """Wait until every answer shown is stored whole (its usage with it)."""
+    for _ in range(250):
+        [(unfinished,)] = await query(database_url, "SELECT COUNT(*) FROM turns WHERE state != 'done'")
+        if not unfinished:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("answers shown are still not stored whole")
+
+
 def history_sent_for(fake_openai: FakeOpenAI, text: str) -> list[str]:
     """The user turns of the chat request whose last turn says `text`."""
     for request in fake_openai.requests_to(CHAT):
@@ -105,6 +115,7 @@ async def test_two_processes_as_two_shards_keep_their_conversations_through_a_ki
         there = await mention(emulator, second_guild.general, emulator.member, "Beavers in guild two?")
         assert await answer_to(emulator, emulator.general, here) == "Echo: Member: Otters in guild one?"
         assert await answer_to(emulator, second_guild.general, there) == "Echo: Member: Beavers in guild two?"
+        await all_stored(shared_database)  # a kill sooner would rightly have the restart answer again
 
         code, _ = await shard_0.stop(signal.SIGKILL)
         assert code == -signal.SIGKILL

@@ -276,6 +276,7 @@ async def test_autotranscribe_switches_a_channel_off_and_on(
         off = await emulator.invoke_slash(emulator.admin, emulator.general.id, "autotranscribe", {"enabled": False})
         await off.wait_done()
         ignored = await send_voice(emulator, emulator.general.id, emulator.member)
+        await asyncio.sleep(SETTLE_SECONDS)  # let it be ignored before the switch goes back on
         shown = await (await emulator.invoke_slash(emulator.admin, emulator.general.id, "autotranscribe")).wait_done()
         on = await emulator.invoke_slash(emulator.admin, emulator.general.id, "autotranscribe", {"enabled": True})
         await on.wait_done()
