@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,11 +12,13 @@ import av
 import pytest
 from av.audio.stream import AudioStream
 
+from bot import doctor
 from bot.speech import speakable_text
 from bot.voice_message import NO_PERMISSION_NOTE
 from tests.databases import query
 from tests.e2e.conftest import BotRunner
 from tests.e2e.test_chat_flows import CHAT, bot_messages, open_conversation, wait_for_answer, wait_for_text
+from tests.e2e.test_doctor import doctor_in_thread
 from tests.e2e.test_transcribe_flows import TRANSCRIPTIONS, send_voice
 from tests.fakes.discord_emulator import DiscordEmulator, EmuAttachment, EmuInteraction, EmuMessage, Perm
 from tests.fakes.openai_server import (
@@ -243,6 +246,7 @@ async def test_without_send_voice_messages_the_recording_comes_as_an_ogg_file_wi
     assert attachment.filename == "voice-message.ogg"
     assert decode(attachment.data).codec == "opus"
     assert voice_messages(emulator, emulator.general.id) == []
+    assert [r for r in emulator.requests if r.status == 403] == []  # known from the permissions: never tried
 
 
 async def test_discord_refusing_the_voice_message_anyway_brings_the_file(
@@ -460,3 +464,14 @@ async def test_speech_can_come_from_a_server_of_its_own(
     assert (sent.json["model"], sent.json["voice"]) == ("kokoro", "af_bella")
     assert sent.headers["Authorization"] == "Bearer local-speech-key"
     assert fake_openai.requests_to(SPEECH) == []
+
+
+async def test_the_doctor_names_a_missing_send_voice_messages_and_the_invite_asks_for_it(
+    emulator: DiscordEmulator, bot_env: dict[str, str]
+) -> None:
+    emulator.set_channel_permissions(emulator.random.id, emulator.bot_role, deny=int(Perm.SEND_VOICE_MESSAGES))
+    code, text = await doctor_in_thread(bot_env)
+    assert code == doctor.EXIT_PROBLEMS
+    assert "✗ In #random the bot lacks Send Voice Messages." in text
+    [permissions] = re.findall(r"Invite link: \S+permissions=(\d+)", text)
+    assert int(permissions) & Perm.SEND_VOICE_MESSAGES
