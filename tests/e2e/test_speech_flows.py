@@ -454,16 +454,31 @@ async def speech_server(openai_validator: OpenApiValidator | None) -> AsyncItera
 async def test_speech_can_come_from_a_server_of_its_own(
     emulator: DiscordEmulator, fake_openai: FakeOpenAI, speech_server: FakeOpenAI, run_bot: BotRunner
 ) -> None:
+    speech_server.models = ["kokoro", "kokoro-hd"]
     async with run_bot(
         TTS_BASE_URL=speech_server.base_url, TTS_API_KEY="local-speech-key", TTS_MODEL="kokoro", TTS_VOICE="af_bella"
     ):
+        chosen, refused = [
+            await answered(
+                await emulator.invoke_slash(
+                    emulator.admin,
+                    emulator.general.id,
+                    "settings",
+                    {"model": {"feature": "speech", "model": model}},
+                )
+            )
+            for model in ("kokoro-hd", "gpt-5-mini")  # the chat API offers gpt-5-mini; the speech server does not
+        ]
         await emulator.invoke_slash(emulator.member, emulator.general.id, "speak", {"text": "Hello from nearby."})
         await wait_for_voice(emulator, emulator.general.id)
 
+    assert chosen == "✅ Speech model: `kokoro-hd` in this server."
+    assert refused.startswith("❓ The API offers no model `gpt-5-mini`. It offers: `kokoro`, `kokoro-hd`.")
     [sent] = speech_server.requests_to(SPEECH)
-    assert (sent.json["model"], sent.json["voice"]) == ("kokoro", "af_bella")
+    assert (sent.json["model"], sent.json["voice"]) == ("kokoro-hd", "af_bella")
     assert sent.headers["Authorization"] == "Bearer local-speech-key"
     assert fake_openai.requests_to(SPEECH) == []
+    assert fake_openai.requests_to(CHAT) == []
 
 
 async def test_the_doctor_names_a_missing_send_voice_messages_and_the_invite_asks_for_it(
