@@ -10,14 +10,19 @@ from typing import Any, Literal
 
 import discord
 
-from bot.config import Limits, Settings
+from bot.config import VOICE_REPLY_MODES, Limits, Settings, VoiceReplies
 from bot.errors import UserError
 from bot.records import Records
 from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
 
-Feature = Literal["chat", "images", "audio"]
-FEATURES: tuple[Feature, ...] = ("chat", "images", "audio")
-FEATURE_NAMES: dict[Feature, str] = {"chat": "Chat", "images": "Image generation", "audio": "Transcription"}
+Feature = Literal["chat", "images", "audio", "speech"]
+FEATURES: tuple[Feature, ...] = ("chat", "images", "audio", "speech")
+FEATURE_NAMES: dict[Feature, str] = {
+    "chat": "Chat",
+    "images": "Image generation",
+    "audio": "Transcription",
+    "speech": "Speech",
+}
 
 NO_DMS = "💬 I don't work in direct messages here. Use me in a server."
 BLOCKED = "🚫 You can't use this bot."
@@ -45,6 +50,7 @@ BUDGETS: dict[Feature, Budget] = {
     "audio": Budget(
         "transcription", "minutes of audio", "user_daily_audio_minutes", "guild_daily_audio_minutes", per_unit=60.0
     ),
+    "speech": Budget("speech", "characters of speech", "user_daily_speech_characters", "guild_daily_speech_characters"),
 }
 
 
@@ -170,9 +176,11 @@ class Gate:
         parent_id: int | None = None,
         images: int = 0,
         audio_seconds: float = 0.0,
+        characters: int = 0,
         counts_as_request: bool = True,
     ) -> Admission:
-        """Let one request through or raise UserError saying why not; `images`/`audio_seconds`: what it will use.
+        """Let one request through or raise UserError saying why not; `images`/`audio_seconds`/`characters` (of
+        speech): what it will use.
 
         The limits are checked and taken in one transaction of the store, so requests running at the same time
         (in this process or another on the same database) cannot share the last of a budget or of a minute.
@@ -195,7 +203,7 @@ class Gate:
             raise UserError(f"🔕 {FEATURE_NAMES[feature]} is turned off here. A server admin can turn it on.")
         self._check_roles(feature, set(role_ids), in_guild=guild_id is not None)
         limits = await self.limits_for(guild_id)
-        amount = float(images if feature == "images" else audio_seconds if feature == "audio" else 0)
+        amount = {"images": float(images), "audio": audio_seconds, "speech": float(characters)}.get(feature, 0.0)
         rates = _rate_caps(limits, user_id, guild_id) if counts_as_request else ()
         outcome = await self.store.reserve(
             Reservation(
@@ -259,6 +267,7 @@ class Gate:
             "chat": self._settings.chat_model,
             "images": self._settings.image_model,
             "audio": self._settings.transcribe_model,
+            "speech": self._settings.tts_model,
         }
         return defaults[feature]
 
@@ -269,12 +278,31 @@ class Gate:
         switch = await self._lookup(("auto_transcribe",), guild_id, channel_id, parent_id)
         return switch if isinstance(switch, bool) else self._settings.auto_transcribe
 
-    def _check_roles(self, feature: Feature, role_ids: set[int], *, in_guild: bool) -> None:
-        allowed = {
+    async def voice_replies_here(
+        self, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
+    ) -> VoiceReplies:
+        """When answers here also come as voice messages: channel, parent, guild, then VOICE_REPLIES."""
+        mode = await self._lookup(("voice_replies",), guild_id, channel_id, parent_id)
+        for known in VOICE_REPLY_MODES:
+            if mode == known:
+                return known
+        return self._settings.voice_replies
+
+    def roles_allow(self, feature: Feature, role_ids: Iterable[int]) -> bool:
+        """Whether a member with these roles may use the feature (true for everyone when no roles are set)."""
+        allowed = self._allowed_roles(feature)
+        return not allowed or bool(allowed & set(role_ids))
+
+    def _allowed_roles(self, feature: Feature) -> frozenset[int]:
+        return {
             "chat": self._settings.chat_role_ids,
             "images": self._settings.images_role_ids,
             "audio": self._settings.audio_role_ids,
+            "speech": self._settings.speech_role_ids,
         }[feature]
+
+    def _check_roles(self, feature: Feature, role_ids: set[int], *, in_guild: bool) -> None:
+        allowed = self._allowed_roles(feature)
         if not allowed or allowed & role_ids:
             return
         if not in_guild:

@@ -18,25 +18,34 @@ from discord.ext import commands
 
 from bot.access import Gate
 from bot.api import OpenAIClient
-from bot.config import Settings
+from bot.config import Settings, url_host
 from bot.conversation import Conversations
 from bot.errors import GENERIC_FAILURE, StartupError
 from bot.jobs import JobRunner
 from bot.moderation import Moderator
 from bot.records import Records
 from bot.replies import describe_error
+from bot.spoken_replies import Speaker
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.chat", "cogs.images", "cogs.admin", "cogs.transcribe", "cogs.recovery", "cogs.lifecycle")
+EXTENSIONS = (
+    "cogs.chat",
+    "cogs.images",
+    "cogs.admin",
+    "cogs.transcribe",
+    "cogs.speech",
+    "cogs.recovery",
+    "cogs.lifecycle",
+)
 COMMAND_SYNC_KEY = "command_sync_hash"
 # Discord lets one identify through per max_concurrency bucket every 5 seconds.
 IDENTIFY_INTERVAL_SECONDS = 5.0
 
 # What the bot needs in a server: reading and answering, threads for conversations, files for
-# pictures and transcripts.
+# pictures and transcripts, voice messages for spoken answers.
 REQUIRED_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
@@ -44,6 +53,7 @@ REQUIRED_PERMISSIONS = discord.Permissions(
     create_public_threads=True,
     read_message_history=True,
     attach_files=True,
+    send_voice_messages=True,
 )
 # Names as the Discord client shows them, for telling people what to grant.
 PERMISSION_NAMES = {
@@ -53,6 +63,7 @@ PERMISSION_NAMES = {
     "create_public_threads": "Create Public Threads",
     "read_message_history": "Read Message History",
     "attach_files": "Attach Files",
+    "send_voice_messages": "Send Voice Messages",
     "manage_messages": "Manage Messages",
     "manage_guild": "Manage Server",
 }
@@ -90,12 +101,14 @@ class Bot(commands.AutoShardedBot):
 
     store: Store
     api: OpenAIClient
+    speech_api: OpenAIClient
     http_session: aiohttp.ClientSession
     records: Records
     gate: Gate
     moderator: Moderator
     conversations: Conversations
     jobs: JobRunner
+    speaker: Speaker
 
     def __init__(self, settings: Settings) -> None:
         # The bot never joins a voice channel (voice messages are plain attachments), yet discord.py warns
@@ -162,6 +175,22 @@ class Bot(commands.AutoShardedBot):
         )
         self.jobs = JobRunner()
         self.jobs.start()
+        self.speech_api = self._speech_client()
+        self.speaker = Speaker(settings=self.settings, gate=self.gate, api=self.speech_api, jobs=self.jobs)
+
+    def _speech_client(self) -> OpenAIClient:
+        """The API client for speech: the chat one, or a second on the same session for a speech server of its own."""
+        settings = self.settings
+        if (settings.speech_base_url, settings.speech_api_key) == (settings.openai_base_url, settings.openai_api_key):
+            return self.api
+        log.info("Speech comes from %s", url_host(settings.speech_base_url))
+        return OpenAIClient(
+            self.http_session,
+            base_url=settings.speech_base_url,
+            api_key=settings.speech_api_key,
+            timeout_seconds=settings.api_timeout_seconds,
+            max_retries=settings.api_max_retries,
+        )
 
     async def on_message(self, message: discord.Message, /) -> None:
         """Parse no prefix commands: the bot has slash commands only, and mentions are chat (cogs/chat.py)."""

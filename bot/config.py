@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.errors import ConfigError
@@ -28,10 +29,19 @@ PRICE_KEYS = {
     "output": "1M output tokens",
     "image": "image (a number, or an object of size → price)",
     "audio_minute": "minute of audio",
+    "speech_characters": "1M characters of speech",
 }
 PRICES_EXAMPLE = '{"gpt-5-mini": {"input": 0.25, "output": 2.0}, "gpt-image-2": {"image": 0.04}}'
 
 T = TypeVar("T")
+
+# When an answer also comes as a voice message: when the turn it answers was spoken, always, or never.
+VoiceReplies = Literal["spoken", "always", "never"]
+VOICE_REPLY_MODES: tuple[VoiceReplies, ...] = ("spoken", "always", "never")
+# What a voice name can look like: OpenAI's ("alloy"), and local servers' mixes such as Kokoro's "af_bella(2)+af_sky".
+VOICE_NAME = re.compile(r"^[\w.+\-:()/]{1,100}$")
+# The speech endpoint refuses `instructions` over 4096 characters.
+MAX_TTS_INSTRUCTIONS_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,8 @@ class Limits:
     guild_daily_images: int = 100
     user_daily_audio_minutes: int = 60
     guild_daily_audio_minutes: int = 600
+    user_daily_speech_characters: int = 20_000
+    guild_daily_speech_characters: int = 200_000
 
 
 DEFAULT_LIMITS = Limits()
@@ -60,6 +72,7 @@ class ModelPrice:
     per_image: float | None = None
     per_image_by_size: Mapping[str, float] = field(default_factory=dict)
     per_audio_minute: float = 0.0
+    per_million_speech_characters: float = 0.0
 
     def image_price(self, size: str | None) -> float | None:
         """The price of one image of `size`, or None when the table does not say."""
@@ -97,12 +110,21 @@ class Settings:
     image_variations_endpoint: bool = False
     transcribe_model: str = "gpt-transcribe"
     auto_transcribe: bool = True
+    tts_model: str = "gpt-4o-mini-tts"
+    tts_voice: str = "alloy"
+    tts_instructions: str | None = None
+    # None: speech comes from the OpenAI-compatible API above (see speech_base_url and speech_api_key).
+    tts_base_url: str | None = None
+    tts_api_key: str | None = field(default=None, repr=False)
+    max_speech_minutes: int = 10
+    voice_replies: VoiceReplies = "spoken"
     max_download_mb: int = 100
     log_level: str = "INFO"
     allowed_guild_ids: frozenset[int] = frozenset()
     chat_role_ids: frozenset[int] = frozenset()
     images_role_ids: frozenset[int] = frozenset()
     audio_role_ids: frozenset[int] = frozenset()
+    speech_role_ids: frozenset[int] = frozenset()
     blocked_user_ids: frozenset[int] = frozenset()
     limits: Limits = DEFAULT_LIMITS
     moderate_prompts: bool = False
@@ -115,6 +137,26 @@ class Settings:
     def max_download_bytes(self) -> int:
         """MAX_DOWNLOAD_MB in bytes; MB as the OpenAI API counts them (10^6), so limits read alike everywhere."""
         return self.max_download_mb * 1_000_000
+
+    @property
+    def speech_base_url(self) -> str:
+        """Where speech comes from: TTS_BASE_URL, else the OpenAI-compatible API chat uses."""
+        return self.tts_base_url or self.openai_base_url
+
+    @property
+    def speech_api_key(self) -> str:
+        """The key for the speech server: TTS_API_KEY, else OPENAI_API_KEY when speech comes from that same API.
+
+        A speech server of its own gets no key unless TTS_API_KEY is set: the OpenAI key never goes elsewhere.
+        """
+        if self.tts_api_key is not None:
+            return self.tts_api_key
+        return self.openai_api_key if self.speech_base_url == self.openai_base_url else ""
+
+    @property
+    def max_speech_seconds(self) -> float:
+        """MAX_SPEECH_MINUTES in seconds: the longest recording a spoken answer becomes."""
+        return self.max_speech_minutes * 60.0
 
     @property
     def database_path(self) -> Path:
@@ -192,12 +234,20 @@ class Settings:
             image_variations_endpoint=reader.boolean("IMAGE_VARIATIONS_ENDPOINT", False),
             transcribe_model=reader.text("TRANSCRIBE_MODEL", cls.transcribe_model),
             auto_transcribe=reader.boolean("AUTO_TRANSCRIBE", True),
+            tts_model=reader.text("TTS_MODEL", cls.tts_model),
+            tts_voice=reader.voice("TTS_VOICE", cls.tts_voice),
+            tts_instructions=reader.text("TTS_INSTRUCTIONS", "") or None,
+            tts_base_url=reader.base_url("TTS_BASE_URL"),
+            tts_api_key=reader.env.get("TTS_API_KEY", "").strip() or None,
+            max_speech_minutes=reader.integer("MAX_SPEECH_MINUTES", cls.max_speech_minutes, minimum=1),
+            voice_replies=reader.voice_replies("VOICE_REPLIES", cls.voice_replies),
             max_download_mb=reader.integer("MAX_DOWNLOAD_MB", cls.max_download_mb, minimum=1),
             log_level=reader.text("LOG_LEVEL", "INFO").upper(),
             allowed_guild_ids=reader.ids("ALLOWED_GUILD_IDS", "server"),
             chat_role_ids=reader.ids("CHAT_ROLE_IDS", "role"),
             images_role_ids=reader.ids("IMAGES_ROLE_IDS", "role"),
             audio_role_ids=reader.ids("AUDIO_ROLE_IDS", "role"),
+            speech_role_ids=reader.ids("SPEECH_ROLE_IDS", "role"),
             blocked_user_ids=reader.ids("BLOCKED_USER_IDS", "user"),
             limits=Limits(
                 **{
@@ -217,6 +267,7 @@ class Settings:
             reader.problem(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}.")
         if settings.max_answer_tokens >= settings.context_token_budget:
             reader.problem("MAX_ANSWER_TOKENS must be smaller than CONTEXT_TOKEN_BUDGET.")
+        _check_speech(settings, reader)
         if reader.problems:
             raise ConfigError(reader.problems)
         return settings
@@ -257,6 +308,22 @@ def database_kind(database_url: str) -> str:
     scheme = urlsplit(database_url).scheme
     kind = "PostgreSQL" if scheme in ("postgres", "postgresql") else scheme or "unknown"
     return f"{kind} {url_host(database_url)}{urlsplit(database_url).path}"
+
+
+def _check_speech(settings: Settings, reader: _EnvReader) -> None:
+    """The speech settings that only make sense together with others."""
+    # With both on the OpenAI API, OPENAI_API_KEY is the one missing, and that is said already.
+    on_openai = settings.tts_base_url == OPENAI_DEFAULT_BASE_URL != settings.openai_base_url
+    if on_openai and not settings.speech_api_key:
+        reader.problem(
+            "TTS_API_KEY is required when speech comes from the OpenAI API (TTS_BASE_URL): create a key at "
+            "https://platform.openai.com/api-keys."
+        )
+    if settings.tts_instructions and len(settings.tts_instructions) > MAX_TTS_INSTRUCTIONS_CHARS:
+        reader.problem(
+            f"TTS_INSTRUCTIONS is {len(settings.tts_instructions):,} characters long; "
+            f"the speech endpoint takes at most {MAX_TTS_INSTRUCTIONS_CHARS:,}."
+        )
 
 
 def _is_price(value: object) -> bool:
@@ -412,7 +479,32 @@ class _EnvReader:
             per_image=None if by_size or image is None else float(image),
             per_image_by_size={str(size): float(value) for size, value in by_size.items()},
             per_audio_minute=float(entry.get("audio_minute", 0)),
+            per_million_speech_characters=float(entry.get("speech_characters", 0)),
         )
+
+    def base_url(self, name: str) -> str | None:
+        """An optional http(s) URL of an OpenAI-compatible server, without its trailing slash; unset is None."""
+        url = self.text(name, "").rstrip("/")
+        if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+            self.problem(f"{name} must be an http(s) URL such as http://localhost:8880/v1, not {public_url(url)!r}.")
+        return url or None
+
+    def voice(self, name: str, default: str) -> str:
+        """A voice name as speech servers spell them."""
+        value = self.text(name, default)
+        if not VOICE_NAME.match(value):
+            self.problem(f"{name} must be a voice name such as alloy or coral, not {value!r}.")
+            return default
+        return value
+
+    def voice_replies(self, name: str, default: VoiceReplies) -> VoiceReplies:
+        """When answers also come as voice messages: spoken, always or never."""
+        value = self.text(name, default).lower()
+        for mode in VOICE_REPLY_MODES:
+            if value == mode:
+                return mode
+        self.problem(f"{name} must be {', '.join(VOICE_REPLY_MODES[:-1])} or {VOICE_REPLY_MODES[-1]}, not {value!r}.")
+        return default
 
     def boolean(self, name: str, default: bool) -> bool:
         def parse(raw: str) -> bool:

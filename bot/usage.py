@@ -41,7 +41,7 @@ def estimate_cost(rows: Iterable[UsageSum], prices: Mapping[str, ModelPrice]) ->
     amount = 0.0
     unpriced: set[str] = set()
     for row in rows:
-        if not (row.tokens or row.images or row.audio_seconds):
+        if not (row.tokens or row.images or row.audio_seconds or row.speech_characters):
             continue  # nothing measured (moderation checks): nothing to price
         price = prices.get(row.model)
         if price is None:
@@ -50,6 +50,7 @@ def estimate_cost(rows: Iterable[UsageSum], prices: Mapping[str, ModelPrice]) ->
         amount += row.input_tokens / 1e6 * price.input_per_million
         amount += row.output_tokens / 1e6 * price.output_per_million
         amount += row.audio_seconds / 60 * price.per_audio_minute
+        amount += row.speech_characters / 1e6 * price.per_million_speech_characters
         if row.images:
             per_image = price.image_price(row.image_size)
             if per_image is not None:
@@ -75,11 +76,13 @@ def describe_totals(totals: Mapping[str, UsageTotals], limits: Mapping[str, int]
     chat = totals.get("chat", UsageTotals())
     images = totals.get("images", UsageTotals())
     audio = totals.get("audio", UsageTotals())
+    speech = totals.get("speech", UsageTotals())
     limits = limits or {}
     parts = [
         f"chat {chat.tokens:,}{_of(limits.get('chat'))} tokens",
         f"{images.images:,}{_of(limits.get('images'))} images",
         f"{audio.audio_seconds / 60:,.1f}{_of(limits.get('audio'))} minutes of audio",
+        f"{speech.speech_characters:,}{_of(limits.get('speech'))} characters of speech",
     ]
     return " · ".join(parts)
 
@@ -90,6 +93,7 @@ def daily_limits(limits: Limits, scope: str) -> dict[str, int]:
         "chat": getattr(limits, f"{scope}_daily_chat_tokens"),
         "images": getattr(limits, f"{scope}_daily_images"),
         "audio": getattr(limits, f"{scope}_daily_audio_minutes"),
+        "speech": getattr(limits, f"{scope}_daily_speech_characters"),
     }
 
 

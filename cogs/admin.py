@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot import __version__
 from bot.access import FEATURE_NAMES, FEATURES, Feature, parent_id_of, start_of_day, start_of_month
-from bot.api import MODEL_NAME
+from bot.api import MODEL_NAME, OpenAIClient
 from bot.bot import Bot
 from bot.config import Limits
 from bot.errors import ApiError, UserError
@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 MANAGERS_ONLY = "🔒 Only members with Manage Server can change the bot's settings."
 Switch = Literal["on", "off", "default"]
+VoiceRepliesState = Literal["spoken", "always", "never", "default"]
+VOICE_REPLY_WORDS = {
+    "spoken": "when the turn was a voice message",
+    "always": "on every answer",
+    "never": "never",
+}
 LIMIT_NAMES = {
     "user_requests_per_minute": "Requests a minute, per member",
     "guild_requests_per_minute": "Requests a minute, whole server",
@@ -36,6 +42,8 @@ LIMIT_NAMES = {
     "guild_daily_images": "Images a day, whole server",
     "user_daily_audio_minutes": "Minutes of audio a day, per member",
     "guild_daily_audio_minutes": "Minutes of audio a day, whole server",
+    "user_daily_speech_characters": "Characters of speech a day, per member",
+    "guild_daily_speech_characters": "Characters of speech a day, whole server",
 }
 LIMIT_CHOICES = [app_commands.Choice(name=label, value=name) for name, label in LIMIT_NAMES.items()]
 FEATURE_CHOICES = [app_commands.Choice(name=FEATURE_NAMES[feature], value=feature) for feature in FEATURES]
@@ -188,10 +196,12 @@ class Admin(commands.Cog):
                 on = await self.bot.gate.enabled_here(feature, guild_id, where, parent_id=parent)
                 switches.append(f"{FEATURE_NAMES[feature]} {'on' if on else 'off'}")
             auto = await self.bot.gate.auto_transcribe_here(guild_id, where, parent_id=parent)
+            voice_replies = await self.bot.gate.voice_replies_here(guild_id, where, parent_id=parent)
             sections.append(
                 f"**{title}**\n- Features: {' · '.join(switches)}\n"
                 f"- Models: {await self._models_here(guild_id, where, parent)}\n"
-                f"- Automatic transcription of voice messages: {'on' if auto else 'off'}"
+                f"- Automatic transcription of voice messages: {'on' if auto else 'off'}\n"
+                f"- Answers also spoken as voice messages: {VOICE_REPLY_WORDS[voice_replies]}"
             )
         limits = describe_limits(await self.bot.gate.limits_for(guild_id))
         sections.append(f"**Limits in this server** (can only be lower than the bot's own)\n{limits}")
@@ -234,7 +244,7 @@ class Admin(commands.Cog):
         name = FEATURE_NAMES[_feature(feature)]
         await interaction.response.defer(ephemeral=True, thinking=True)
         if model is not None:
-            await self._require_known_model(model)
+            await self._require_known_model(model, self.bot.speech_api if feature == "speech" else self.bot.api)
         await self._change(
             interaction, {"models": {feature: model}}, channel, f"{name} model: {f'`{model}`' if model else 'default'}"
         )
@@ -251,6 +261,19 @@ class Admin(commands.Cog):
         await self._change(
             interaction, {"auto_transcribe": switch_value(state)}, channel, f"automatic transcription: {state}"
         )
+
+    @settings_group.command(name="voice_replies", description="When answers also come as voice messages.")
+    @app_commands.describe(
+        state="spoken (when the turn was a voice message), always, never, or default (a channel follows the "
+        "server; the server follows VOICE_REPLIES)",
+        channel="Only in this channel (default: the whole server)",
+    )
+    async def settings_voice_replies(
+        self, interaction: discord.Interaction[Bot], state: VoiceRepliesState, channel: SettingsChannel | None = None
+    ) -> None:
+        """Set when answers in the server or one channel (and its threads) are also spoken."""
+        value = None if state == "default" else state
+        await self._change(interaction, {"voice_replies": value}, channel, f"voice replies: {state}")
 
     @settings_group.command(name="limit", description="Lower one of the bot's limits for this server.")
     @app_commands.describe(
@@ -305,12 +328,13 @@ class Admin(commands.Cog):
         else:
             await interaction.response.send_message(message, ephemeral=True)
 
-    async def _require_known_model(self, model: str) -> None:
-        """Refuse a model the API does not list (servers that list none are taken at their word)."""
+    async def _require_known_model(self, model: str, api: OpenAIClient) -> None:
+        """Refuse a model the API (speech models: the speech server) does not list; servers that list none are
+        taken at their word."""
         if not MODEL_NAME.match(model):
             raise UserError("That model name has characters model names never have. Try one like `gpt-5-mini`.")
         try:
-            listed = await self.bot.api.get_json("/models")
+            listed = await api.get_json("/models")
         except ApiError as error:
             log.warning("Could not list the API's models to check %r: %s", model, error)
             return

@@ -82,7 +82,8 @@ class Chat(commands.Cog):
                 place.leave()
             raise
         assert place is not None
-        await self.engine.answer(place, question, admission, ChannelSurface(channel))
+        answer = await self.engine.answer(place, question, admission, ChannelSurface(channel))
+        await self.bot.speaker.after_answer(question, answer, channel=channel, author=interaction.user)
 
     def _chat_channel(self, interaction: discord.Interaction[Bot], model: str | None) -> discord.abc.Messageable:
         """Where /chat answers, once the request and the bot's permissions there are checked."""
@@ -251,7 +252,12 @@ class Chat(commands.Cog):
             return
         # In its own threads the bot just answers; elsewhere it replies to the message it answers.
         surface = ChannelSurface(message.channel, reply_to=None if in_conversation else message)
-        await self.engine.answer(place, question, admission, surface)
+        answer = await self.engine.answer(place, question, admission, surface)
+        # The voice message goes where the text did: under it in the bot's threads, else replying to the turn.
+        reply_to = None if in_conversation else message
+        await self.bot.speaker.after_answer(
+            question, answer, channel=message.channel, author=message.author, reply_to=reply_to
+        )
 
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:

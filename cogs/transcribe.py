@@ -296,7 +296,10 @@ class Transcription(commands.Cog):
         except Exception as error:
             await reply_with_refusal(message, error)
             return
-        await engine.answer(place, question, admission, ChannelSurface(message.channel, reply_to=message))
+        answer = await engine.answer(place, question, admission, ChannelSurface(message.channel, reply_to=message))
+        await self.bot.speaker.after_answer(
+            question, answer, channel=message.channel, author=message.author, reply_to=message
+        )
 
     async def _reply_with_transcript(self, message: discord.Message, transcript: Transcript) -> None:
         subject = describe_subject(VOICE_MESSAGE_FILENAME, voice=True)

@@ -189,7 +189,9 @@ async def drawer_gets_three_pictures(
     for interaction in interactions:
         await emulator.wait_for(
             lambda interaction=interaction: (
-                interaction.original is not None and not interaction.original.content.startswith("🎨 Drawing")
+                interaction.original is not None
+                and interaction.original.content != ""  # the deferral, not yet the answer
+                and not interaction.original.content.startswith("🎨 Drawing")
             ),
             timeout=ANSWER_TIMEOUT,
             what="each /image to finish",
