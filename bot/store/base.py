@@ -15,6 +15,9 @@ UsageFeature = Literal["chat", "images", "audio", "speech", "moderation"]
 
 # Per-minute limits count the requests of the last RATE_WINDOW_SECONDS.
 RATE_WINDOW_SECONDS = 60.0
+# Pictures kept per channel (the newest): no more can ever be sent again (PICTURE_TURNS × the pictures a turn
+# may carry stays well under it), and a channel's stored pictures stay bounded however long it talks.
+MAX_PICTURES_PER_CHANNEL = 40
 # A hold left by a process that died mid-request stops counting after this long: longer than any request
 # (a transcription must finish while its 15-minute interaction token lasts).
 HOLD_SECONDS = 30 * 60.0
@@ -23,6 +26,16 @@ HOLD_SECONDS = 30 * 60.0
 def utc_now() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A picture shared in a turn, as the model is shown it; `data` is empty when read back with the turn."""
+
+    filename: str
+    mime_type: str
+    tokens: int  # what it costs in a request
+    data: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,7 @@ class NewTurn:
     tokens: int = 0  # counted once, when the turn is stored
     message_id: int | None = None  # the Discord message a user turn came from
     state: TurnState = "done"
+    pictures: tuple[Picture, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,10 @@ class Store(Protocol):
     async def turns_in_flight(self, since: datetime) -> list[Turn]:
         """Questions still pending and answers still streaming, stored since `since`, oldest first: what a
         crash interrupted."""
+
+    async def picture_data(self, turn_ids: list[int]) -> dict[int, list[bytes]]:
+        """The data of the pictures of these turns, each turn's in order (pictures past the channel's bound
+        are gone: a turn may come back with fewer than it names)."""
 
     async def recent_turns(self, channel_id: int, limit: int) -> list[Turn]:
         """The newest `limit` turns of a channel, oldest first; costs the same however long the history."""

@@ -18,10 +18,12 @@ import asyncpg
 
 from bot.store.base import (
     HOLD_SECONDS,
+    MAX_PICTURES_PER_CHANNEL,
     RATE_WINDOW_SECONDS,
     AnswerWrite,
     ChannelRecord,
     NewTurn,
+    Picture,
     Refusal,
     Reservation,
     Reserved,
@@ -35,6 +37,8 @@ from bot.store.schema import (
     POSTGRES_MIGRATIONS,
     OutdatedSchema,
     ledger_values,
+    pictures_of,
+    pictures_text,
     reply_ids_of,
     reply_ids_text,
     rollup_keys,
@@ -117,8 +121,16 @@ class PostgresStore:
     async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
         """Append a turn to a channel's conversation."""
         created_at = self._clock()
-        turn_id = await _insert_turn(self._pool, channel_id, guild_id, turn, (), created_at)
-        return Turn(**vars(turn), id=turn_id, created_at=created_at, channel_id=channel_id, guild_id=guild_id)
+        async with self._pool.acquire() as connection, connection.transaction():
+            turn_id = await _insert_turn(connection, channel_id, guild_id, turn, (), created_at)
+        named = tuple(Picture(p.filename, p.mime_type, p.tokens) for p in turn.pictures)  # the data stays stored
+        return Turn(
+            **{**vars(turn), "pictures": named},
+            id=turn_id,
+            created_at=created_at,
+            channel_id=channel_id,
+            guild_id=guild_id,
+        )
 
     async def write_answer(self, answer: AnswerWrite) -> int:
         """Store (or update) an answer, and once it is whole its question's state and usage, in one transaction."""
@@ -170,6 +182,17 @@ class PostgresStore:
             f"SELECT {TURN_COLUMNS} FROM turns WHERE state != 'done' AND created_at >= $1 ORDER BY id", since
         )
         return [_turn(row) for row in rows]
+
+    async def picture_data(self, turn_ids: list[int]) -> dict[int, list[bytes]]:
+        """The data of these turns' pictures, each turn's in order."""
+        rows = await self._pool.fetch(
+            "SELECT turn_id, data FROM turn_pictures WHERE turn_id = ANY($1::bigint[]) ORDER BY turn_id, position",
+            turn_ids,
+        )
+        found: dict[int, list[bytes]] = {}
+        for row in rows:
+            found.setdefault(row["turn_id"], []).append(bytes(row["data"]))
+        return found
 
     async def recent_turns(self, channel_id: int, limit: int) -> list[Turn]:
         """The newest `limit` turns of a channel, oldest first (an index range scan: flat in history size)."""
@@ -390,12 +413,12 @@ class PostgresStore:
 
 TURN_COLUMNS = (
     "id, channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id, reply_ids, state,"
-    " created_at"
+    " created_at, pictures"
 )
 
 
 def _turn(row: Any) -> Turn:
-    return Turn(**{**dict(row), "reply_ids": reply_ids_of(row["reply_ids"])})
+    return Turn(**{**dict(row), "reply_ids": reply_ids_of(row["reply_ids"]), "pictures": pictures_of(row["pictures"])})
 
 
 async def _insert_turn(
@@ -409,7 +432,8 @@ async def _insert_turn(
     """Insert a turn through a pool or a connection (inside a transaction); its id."""
     turn_id = await connection.fetchval(
         "INSERT INTO turns (channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id,"
-        " reply_ids, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        " reply_ids, state, created_at, pictures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " RETURNING id",
         channel_id,
         guild_id,
         turn.role,
@@ -422,7 +446,19 @@ async def _insert_turn(
         reply_ids_text(reply_ids),
         turn.state,
         created_at,
+        pictures_text(turn.pictures),
     )
+    if turn.pictures:
+        await connection.executemany(
+            "INSERT INTO turn_pictures (turn_id, channel_id, position, data) VALUES ($1, $2, $3, $4)",
+            [(turn_id, channel_id, position, picture.data) for position, picture in enumerate(turn.pictures)],
+        )
+        await connection.execute(
+            "DELETE FROM turn_pictures WHERE channel_id = $1 AND id <= (SELECT id FROM turn_pictures"
+            " WHERE channel_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            channel_id,
+            MAX_PICTURES_PER_CHANNEL,
+        )
     return int(turn_id)
 
 

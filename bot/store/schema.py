@@ -8,9 +8,10 @@ image size '') in the daily roll-up, whose key cannot hold NULLs.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
-from bot.store.base import UsageRecord, budget_measure
+from bot.store.base import Picture, UsageRecord, budget_measure
 
 SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -125,6 +126,24 @@ TURN_COLUMNS_V4 = (
 )
 SQLITE_MIGRATIONS += (tuple(statement.format(id="INTEGER") for statement in TURN_COLUMNS_V4),)
 
+PICTURES_V5 = (
+    # Pictures shared in a turn: what the model needs to see them again for a few turns (the turn row names
+    # them, with their token cost); deleted with their turn, whichever way it goes.
+    "ALTER TABLE turns ADD COLUMN pictures TEXT NOT NULL DEFAULT ''",
+    """CREATE TABLE turn_pictures (
+        id {serial} PRIMARY KEY,
+        turn_id {id} NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
+        channel_id {id} NOT NULL,
+        position INTEGER NOT NULL,
+        data {blob} NOT NULL
+    )""",
+    "CREATE INDEX turn_pictures_by_turn ON turn_pictures (turn_id, position)",
+    "CREATE INDEX turn_pictures_by_channel ON turn_pictures (channel_id, id)",
+)
+SQLITE_MIGRATIONS += (
+    tuple(statement.format(id="INTEGER", serial="INTEGER", blob="BLOB") for statement in PICTURES_V5),
+)
+
 # PostgreSQL arrived with the schema SQLite reached at version 3, so its first version is that whole schema.
 POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -227,6 +246,7 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         $$""",
     ),
     tuple(statement.format(id="BIGINT") for statement in TURN_COLUMNS_V4),
+    tuple(statement.format(id="BIGINT", serial="BIGSERIAL", blob="BYTEA") for statement in PICTURES_V5),
 )
 
 
@@ -237,6 +257,20 @@ class OutdatedSchema(RuntimeError):
         super().__init__(f"schema version {found}; this bot writes version {expected}")
         self.found = found
         self.expected = expected
+
+
+def pictures_text(pictures: tuple[Picture, ...]) -> str:
+    """A turn's pictures as its row names them (no data): JSON of file name, type and token cost."""
+    if not pictures:
+        return ""
+    return json.dumps([{"name": p.filename, "type": p.mime_type, "tokens": p.tokens} for p in pictures])
+
+
+def pictures_of(text: str) -> tuple[Picture, ...]:
+    """The pictures a turn row names, without their data (store.picture_data fetches it)."""
+    if not text:
+        return ()
+    return tuple(Picture(item["name"], item["type"], int(item["tokens"])) for item in json.loads(text))
 
 
 def reply_ids_text(ids: tuple[int, ...]) -> str:

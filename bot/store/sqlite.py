@@ -21,10 +21,12 @@ from urllib.parse import quote
 
 from bot.store.base import (
     HOLD_SECONDS,
+    MAX_PICTURES_PER_CHANNEL,
     RATE_WINDOW_SECONDS,
     AnswerWrite,
     ChannelRecord,
     NewTurn,
+    Picture,
     Refusal,
     Reservation,
     Reserved,
@@ -39,6 +41,8 @@ from bot.store.schema import (
     OutdatedSchema,
     day_key,
     ledger_values,
+    pictures_of,
+    pictures_text,
     reply_ids_of,
     reply_ids_text,
     rollup_keys,
@@ -158,8 +162,17 @@ class SqliteStore:
     async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
         """Append a turn to a channel's conversation."""
         created_at = self._clock()
-        turn_id = await self._writer.run(lambda db: _insert_turn(db, channel_id, guild_id, turn, (), created_at))
-        return Turn(**vars(turn), id=turn_id, created_at=created_at, channel_id=channel_id, guild_id=guild_id)
+        turn_id = await self._writer.run(
+            _transaction(lambda db: _insert_turn(db, channel_id, guild_id, turn, (), created_at))
+        )
+        named = tuple(Picture(p.filename, p.mime_type, p.tokens) for p in turn.pictures)  # the data stays stored
+        return Turn(
+            **{**vars(turn), "pictures": named},
+            id=turn_id,
+            created_at=created_at,
+            channel_id=channel_id,
+            guild_id=guild_id,
+        )
 
     async def write_answer(self, answer: AnswerWrite) -> int:
         """Store (or update) an answer, and once it is whole its question's state and usage, in one transaction."""
@@ -214,6 +227,22 @@ class SqliteStore:
             ).fetchall()
         )
         return [_turn(row) for row in rows]
+
+    async def picture_data(self, turn_ids: list[int]) -> dict[int, list[bytes]]:
+        """The data of these turns' pictures, each turn's in order."""
+        if not turn_ids:
+            return {}
+        marks = ", ".join("?" * len(turn_ids))
+        rows = await self._writer.run(
+            lambda db: db.execute(
+                f"SELECT turn_id, data FROM turn_pictures WHERE turn_id IN ({marks}) ORDER BY turn_id, position",
+                turn_ids,
+            ).fetchall()
+        )
+        found: dict[int, list[bytes]] = {}
+        for turn_id, data in rows:
+            found.setdefault(turn_id, []).append(bytes(data))
+        return found
 
     async def recent_turns(self, channel_id: int, limit: int) -> list[Turn]:
         """The newest `limit` turns of a channel, oldest first (an index range scan: flat in history size)."""
@@ -446,6 +475,7 @@ def _connect(target: str, *, uri: bool = False, journal: bool = True) -> sqlite3
     # isolation_level=None: autocommit, so every statement commits on its own unless a transaction is begun.
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys=ON")  # a turn's pictures go with it
     if journal:
         db.execute("PRAGMA journal_mode=WAL")
         # In WAL mode NORMAL may lose the last commits on power loss, never on a killed process.
@@ -455,7 +485,7 @@ def _connect(target: str, *, uri: bool = False, journal: bool = True) -> sqlite3
 
 TURN_COLUMNS = (
     "id, channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id, reply_ids, state,"
-    " created_at"
+    " created_at, pictures"
 )
 
 
@@ -474,6 +504,7 @@ def _turn(row: Any) -> Turn:
         reply_ids=reply_ids_of(row[10]),
         state=row[11],
         created_at=datetime.fromisoformat(row[12]),
+        pictures=pictures_of(row[13]),
     )
 
 
@@ -487,7 +518,7 @@ def _insert_turn(
 ) -> int:
     cursor = db.execute(
         "INSERT INTO turns (channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id,"
-        " reply_ids, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " reply_ids, state, created_at, pictures) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             channel_id,
             guild_id,
@@ -501,10 +532,22 @@ def _insert_turn(
             reply_ids_text(reply_ids),
             turn.state,
             timestamp(created_at),
+            pictures_text(turn.pictures),
         ),
     )
-    assert cursor.lastrowid is not None  # an INSERT into a rowid table always sets it
-    return cursor.lastrowid
+    turn_id = cursor.lastrowid
+    assert turn_id is not None  # an INSERT into a rowid table always sets it
+    if turn.pictures:
+        db.executemany(
+            "INSERT INTO turn_pictures (turn_id, channel_id, position, data) VALUES (?, ?, ?, ?)",
+            [(turn_id, channel_id, position, picture.data) for position, picture in enumerate(turn.pictures)],
+        )
+        db.execute(
+            "DELETE FROM turn_pictures WHERE channel_id = ? AND id <= (SELECT id FROM turn_pictures"
+            " WHERE channel_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (channel_id, channel_id, MAX_PICTURES_PER_CHANNEL),
+        )
+    return turn_id
 
 
 def _inspection_uri(path: Path) -> str:

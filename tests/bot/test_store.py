@@ -20,6 +20,7 @@ from bot.store import (
     Cap,
     NewTurn,
     OutdatedSchema,
+    Picture,
     PostgresStore,
     Refusal,
     Reservation,
@@ -30,6 +31,7 @@ from bot.store import (
     is_postgres_url,
     open_store,
 )
+from bot.store.base import MAX_PICTURES_PER_CHANNEL
 from bot.store.schema import SQLITE_MIGRATIONS
 from bot.usage import totals_by_feature
 from tests.databases import query
@@ -517,4 +519,23 @@ async def test_pruning_drops_spent_rate_entries_and_expired_holds(database_url: 
     await store.prune(NOON + timedelta(hours=2))
     rows = await query(database_url, "SELECT (SELECT COUNT(*) FROM rate_hits), (SELECT COUNT(*) FROM holds)")
     assert [tuple(int(value) for value in row) for row in rows] == [(0, 0)]
+    await store.close()
+
+
+async def test_a_turns_pictures_are_kept_with_it_bounded_per_channel_and_go_with_it(database_url: str) -> None:
+    store = await open_store(database_url)
+    shot = Picture("shot.png", "image/png", 765, b"\x89PNG picture bytes")
+    turn = await store.add_turn(1, NewTurn("user", 1, "Ada", "look", pictures=(shot,)))
+    assert turn.pictures == (Picture("shot.png", "image/png", 765),)  # named, its data left in the store
+    await store.close()
+    store = await open_store(database_url)
+    [again] = await store.recent_turns(1, 10)
+    assert again.pictures == (Picture("shot.png", "image/png", 765),)
+    assert await store.picture_data([again.id]) == {again.id: [b"\x89PNG picture bytes"]}
+    for index in range(MAX_PICTURES_PER_CHANNEL):
+        await store.add_turn(1, NewTurn("user", 1, "Ada", f"more {index}", pictures=(shot,)))
+    assert await store.picture_data([again.id]) == {}  # the oldest went: a channel keeps a bounded number
+    assert await store.clear_turns(1) == MAX_PICTURES_PER_CHANNEL + 1
+    [(left,)] = await query(database_url, "SELECT COUNT(*) FROM turn_pictures")
+    assert int(left) == 0  # type: ignore[call-overload]
     await store.close()
