@@ -13,6 +13,7 @@ import discord
 from bot.config import Limits, Settings
 from bot.errors import UserError
 from bot.records import Records
+from bot.render import count, plural
 from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
 
 Feature = Literal["chat", "images", "audio"]
@@ -33,17 +34,23 @@ class Budget:
     """
 
     noun: str
-    unit: str
+    unit: str  # singular: "image", "minute of audio"
     user_limit: str
     guild_limit: str
     per_unit: float = 1.0
+    units: str | None = None  # the plural, when it is not `unit` + "s"
 
 
 BUDGETS: dict[Feature, Budget] = {
-    "chat": Budget("chat", "tokens", "user_daily_chat_tokens", "guild_daily_chat_tokens"),
-    "images": Budget("image", "images", "user_daily_images", "guild_daily_images"),
+    "chat": Budget("chat", "token", "user_daily_chat_tokens", "guild_daily_chat_tokens"),
+    "images": Budget("image", "image", "user_daily_images", "guild_daily_images"),
     "audio": Budget(
-        "transcription", "minutes of audio", "user_daily_audio_minutes", "guild_daily_audio_minutes", per_unit=60.0
+        "transcription",
+        "minute of audio",
+        "user_daily_audio_minutes",
+        "guild_daily_audio_minutes",
+        per_unit=60.0,
+        units="minutes of audio",
     ),
 }
 
@@ -286,7 +293,7 @@ class Gate:
         """The words for a refused reservation: which limit, what is left, and when it frees up."""
         if refusal.kind == "rate":
             wait = max(math.ceil(refusal.retry_after), 1)
-            requests = _requests(int(refusal.limit))
+            requests = count(int(refusal.limit), "request")
             if refusal.scope == "user":
                 return f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s."
             return f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
@@ -297,11 +304,14 @@ class Gate:
         who = "You have" if refusal.scope == "user" else "This server has"
         if used < limit:
             left = _amount(limit - used)
+            needed = _amount(need / scale)
             words = (
-                f"📊 That needs {_amount(need / scale)} {budget.unit}; {who.lower()} {left} of today's {limit:,g} left."
+                f"📊 That needs {needed} {plural(needed, budget.unit, budget.units)}; "
+                f"{who.lower()} {left} of today's {limit:,g} left."
             )
         else:
-            words = f"📊 {who} used today's {budget.noun} allowance ({limit:,g} {budget.unit})."
+            allowance = count(limit, budget.unit, budget.units, spec=",g")
+            words = f"📊 {who} used today's {budget.noun} allowance ({allowance})."
         return f"{words} It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
 
     async def _lookup(
@@ -354,6 +364,3 @@ def _amount(value: float) -> str:
         return f"{int(value):,}"
     return f"{math.floor(value * 10) / 10:,.1f}"
 
-
-def _requests(count: int) -> str:
-    return f"{count} request" if count == 1 else f"{count} requests"

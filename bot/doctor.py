@@ -20,6 +20,7 @@ from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
 from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings, public_url, url_host
 from bot.errors import ApiError, ApiErrorKind, ConfigError
+from bot.render import count
 from bot.store import OutdatedSchema, PostgresStore, SqliteStore, Store, is_postgres_url
 
 EXIT_OK = 0
@@ -126,7 +127,7 @@ async def diagnose(settings: Settings, report: Report) -> int:
     if application_id is not None:
         report.line(f"\nInvite link: {Bot.invite_url(application_id)}")
     if report.problems:
-        report.line(f"\n{report.problems} problem{'s' if report.problems > 1 else ''} found.")
+        report.line(f"\n{count(report.problems, 'problem')} found.")
         return EXIT_PROBLEMS
     report.line("\nAll is well.")
     return EXIT_OK
@@ -214,7 +215,7 @@ async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSes
         report.problem(text, fix)
         return
     known = {str(entry.get("id")) for entry in listed.get("data") or [] if isinstance(entry, dict)}
-    report.ok(f"GET /models answered in {(time.perf_counter() - started) * 1000:.0f} ms, listing {len(known)} models.")
+    report.ok(f"GET /models answered in {(time.perf_counter() - started) * 1000:.0f} ms, listing {count(len(known), 'model')}.")
     if not known:
         report.note("The API lists no models, so the configured ones cannot be checked; some servers list none.")
         return
@@ -401,7 +402,7 @@ async def _check_guild(
             "permissions (Edit Channel → Permissions).",
         )
     if visible and not lacking:
-        report.ok(f"The bot has every permission it needs in the {visible} text channels it can see.")
+        report.ok(f"The bot has every permission it needs in the {count(visible, 'text channel')} it can see.")
     return {int(role["id"]) for role in roles}, permissions
 
 

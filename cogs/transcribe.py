@@ -19,7 +19,7 @@ from bot.audio import Progress, ProgressCallback, Stage, Transcriber, Transcript
 from bot.bot import Bot
 from bot.conversation import Place, Question
 from bot.errors import GENERIC_FAILURE, UserError
-from bot.render import MESSAGE_LIMIT, split_message, truncate
+from bot.render import MESSAGE_LIMIT, count, split_message, truncate
 from bot.replies import ChannelSurface, describe_error, reply_with_refusal, typing_in
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def render_transcript(transcript: Transcript, subject: str, filename: str) -> Tr
         first, *rest = split_message(body, MESSAGE_LIMIT - len(header) - 1)
         return TranscriptView([f"{header}\n{first}", *rest])
     preview = discord.utils.escape_markdown(truncate(text, PREVIEW_CHARS))
-    note = f"-# {len(text):,} characters: the whole transcript is attached."
+    note = f"-# {count(len(text), 'character')}: the whole transcript is attached."
     return TranscriptView([f"{header}\n{preview}\n{note}"], f"{upload_stem(filename)}-transcript.txt", text)
 
 

@@ -231,6 +231,17 @@ async def test_images_are_admitted_while_the_ones_asked_for_fit_the_budget(
     assert "You have used today's image allowance (10 images)" in await refusal(gate, "images", images=1)
 
 
+async def test_a_budget_of_one_is_worded_in_the_singular(make_gate: GateFactory, store: Store) -> None:
+    gate = make_gate(USER_DAILY_IMAGES="2", USER_REQUESTS_PER_MINUTE="1")
+    assert "That needs 3 images; you have 2 of today's 2 left" in await refusal(gate, "images", images=3)
+    await store.record_usage(UsageRecord("images", "gpt-image-2", USER, GUILD, CHANNEL, images=1))
+    assert "That needs 2 images; you have 1 of today's 2 left" in await refusal(gate, "images", images=2)
+    one = make_gate(USER_DAILY_IMAGES="1", USER_REQUESTS_PER_MINUTE="1")
+    assert "You have used today's image allowance (1 image)." in await refusal(one, "images", images=1)
+    await admit(one, "chat")
+    assert "you can make 1 request a minute" in await refusal(one, "chat")
+
+
 async def test_requests_in_flight_hold_their_share_of_the_budget(make_gate: GateFactory) -> None:
     gate = make_gate(USER_DAILY_IMAGES="10", GUILD_DAILY_IMAGES="0", USER_REQUESTS_PER_MINUTE="0")
 
