@@ -363,4 +363,3 @@ def _amount(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{math.floor(value * 10) / 10:,.1f}"
-

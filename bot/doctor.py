@@ -215,7 +215,8 @@ async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSes
         report.problem(text, fix)
         return
     known = {str(entry.get("id")) for entry in listed.get("data") or [] if isinstance(entry, dict)}
-    report.ok(f"GET /models answered in {(time.perf_counter() - started) * 1000:.0f} ms, listing {count(len(known), 'model')}.")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    report.ok(f"GET /models answered in {elapsed_ms:.0f} ms, listing {count(len(known), 'model')}.")
     if not known:
         report.note("The API lists no models, so the configured ones cannot be checked; some servers list none.")
         return
