@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import discord
 
+from bot.api import MODEL_NAME
 from bot.config import Limits, Settings
 from bot.errors import UserError
 from bot.records import Records
@@ -22,6 +23,8 @@ FEATURE_NAMES: dict[Feature, str] = {"chat": "Chat", "images": "Image generation
 
 NO_DMS = "💬 I don't work in direct messages here. Use me in a server."
 BLOCKED = "🚫 You can't use this bot."
+# A refused /chat model: names this many of the allowed ones (Discord's autocomplete offers 25).
+MAX_MODELS_NAMED = 25
 GUILD_NOT_ALLOWED = "🚫 This bot isn't enabled in this server."
 
 
@@ -269,6 +272,28 @@ class Gate:
         }
         return defaults[feature]
 
+    async def chat_models_here(
+        self, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
+    ) -> tuple[str, ...]:
+        """The chat models members may pick here: CHAT_MODEL, CHAT_MODELS, and those admins chose for the channel,
+        its parent or the server with /settings model (so a model chosen for one server is not offered in another).
+        """
+        chosen = await self._values(("models", "chat"), guild_id, channel_id, parent_id)
+        picked = [model for model in chosen if isinstance(model, str) and model]
+        return tuple(dict.fromkeys((*self._settings.member_chat_models, *picked)))
+
+    async def check_chat_model(
+        self, model: str, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
+    ) -> str:
+        """The model a member picked, if they may pick it here; else UserError naming the ones they may."""
+        allowed = await self.chat_models_here(guild_id, channel_id, parent_id=parent_id)
+        if model.strip() in allowed:
+            return model.strip()
+        # A name only echoed when it looks like one: anything else could be markup or mentions.
+        named = f"`{model}` isn't" if MODEL_NAME.match(model) else "That isn't"
+        choices = ", ".join(f"`{name}`" for name in allowed[:MAX_MODELS_NAMED])
+        raise UserError(f"❓ {named} a model you can pick here. Pick one of: {choices}.")
+
     async def auto_transcribe_here(
         self, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
     ) -> bool:
@@ -318,6 +343,12 @@ class Gate:
         self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None
     ) -> object:
         """The most specific value set at `path`: in the channel, its parent channel, then the guild; else None."""
+        return next(iter(await self._values(path, guild_id, channel_id, parent_id)), None)
+
+    async def _values(
+        self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None
+    ) -> list[object]:
+        """Every value set at `path`, the most specific first: the channel's, its parent's, the guild's."""
         layers: list[dict[str, object]] = []
         if channel_id is not None:
             record = await self.records.channel(channel_id)
@@ -327,13 +358,14 @@ class Gate:
             layers.append((await self.records.channel(parent_id)).settings)
         if guild_id is not None:
             layers.append(await self.records.guild_settings(guild_id))
+        values = []
         for layer in layers:
             value: object = layer
             for key in path:
                 value = value.get(key) if isinstance(value, dict) else None
             if value is not None:
-                return value
-        return None
+                values.append(value)
+        return values
 
 
 def _budget_caps(feature: Feature, limits: Limits, user_id: int, guild_id: int | None) -> tuple[Cap, ...]:

@@ -147,6 +147,7 @@ class Bot(commands.AutoShardedBot):
             api_key=self.settings.openai_api_key,
             timeout_seconds=self.settings.api_timeout_seconds,
             max_retries=self.settings.api_max_retries,
+            reasoning_models=self.settings.reasoning_models,
         )
         self.records = Records(self.store)
         self.gate = Gate(self.store, self.settings, records=self.records)

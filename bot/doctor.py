@@ -222,6 +222,7 @@ async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSes
         return
     configured = [
         ("CHAT_MODEL", settings.chat_model),
+        *(("CHAT_MODELS", model) for model in settings.chat_models if model != settings.chat_model),
         ("IMAGE_MODEL", settings.image_model),
         ("TRANSCRIBE_MODEL", settings.transcribe_model),
     ]

@@ -63,8 +63,10 @@ class ApiError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         model: str | None = None,
+        param: str | None = None,
     ) -> None:
         self.kind = kind
+        self.param = param  # the request field the error is about, when the API names one
         self.detail = detail
         self.status = status
         self.code = code
@@ -102,6 +104,13 @@ class ApiError(Exception):
             case ApiErrorKind.MODEL_NOT_FOUND:
                 name = f" `{self.model}`" if self.model else ""
                 return f"❓ The model{name} does not exist on the configured API. Pick another model."
+            case ApiErrorKind.BAD_REQUEST if self.param == "temperature":
+                # A reasoning model REASONING_MODELS does not name: the bot sent the temperature it was asked for.
+                name = f" `{self.model}`" if self.model else ""
+                return (
+                    f"🌡️ The model{name} takes no temperature. Ask again without one "
+                    "(the bot's owner can add the model to REASONING_MODELS)."
+                )
             case ApiErrorKind.BAD_REQUEST:
                 return "⚠️ The AI service could not handle this request. Try rephrasing it or starting afresh."
             case ApiErrorKind.SERVER_ERROR | ApiErrorKind.UNREACHABLE:

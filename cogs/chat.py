@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 import discord
@@ -15,7 +16,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import parent_id_of, role_ids_of
-from bot.api import MODEL_NAME
 from bot.bot import Bot, missing_permissions
 from bot.conversation import Place, Question
 from bot.errors import UserError
@@ -33,12 +33,25 @@ IN_CHANNEL_PERMISSIONS = ["send_messages", "read_message_history"]
 NOT_ALLOWED = "🚫 Only the member who opened this conversation, or members with Manage Messages here, can do that."
 NO_DMS = "I don't chat in direct messages. Mention me in a server channel instead."
 TURN_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+MAX_CHOICES = 25  # Discord's limit for autocomplete
 
 
 def prompt_display(user: discord.abc.User, prompt: str) -> str:
     """The message that shows what was asked (mentions render but ping nobody: the client allows none)."""
     header = f"💬 {user.mention} asked:\n"
     return header + truncate(prompt, MESSAGE_LIMIT - len(header))
+
+
+def model_choices(models: Sequence[str], typed: str) -> list[app_commands.Choice[str]]:
+    """The models whose names contain what was typed (any case), as autocomplete choices: at most 25."""
+    wanted = typed.strip().casefold()
+    matching = [model for model in models if wanted in model.casefold()]
+    return [app_commands.Choice(name=model, value=model) for model in matching[:MAX_CHOICES]]
+
+
+def _place_of(channel: object) -> tuple[int | None, int | None]:
+    """(channel id, parent id) of an interaction's channel, for the gate's per-channel settings."""
+    return (channel.id if isinstance(channel, discord.abc.Snowflake) else None), parent_id_of(channel)
 
 
 class Chat(commands.Cog):
@@ -62,11 +75,14 @@ class Chat(commands.Cog):
         temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
     ) -> None:
         """Open a conversation thread in a text channel, or continue the conversation where it is asked."""
-        channel = self._chat_channel(interaction, model)
+        channel = self._chat_channel(interaction)
         # Its place in the channel's order, before the first await: turns typed meanwhile come after it.
         in_place = not isinstance(channel, discord.TextChannel)
         place = self.engine.arrive(interaction.channel_id or 0) if in_place else None
         try:
+            if model is not None:  # only the models members may pick here, checked before anything is spent
+                here, parent = _place_of(channel)
+                model = await self.bot.gate.check_chat_model(model, interaction.guild_id, here, parent_id=parent)
             question = self._question(interaction, channel, prompt, model, temperature)
             admission = await self.engine.admit(question, role_ids=role_ids_of(interaction.user), moderate=False)
             await interaction.response.defer(thinking=True)
@@ -84,10 +100,17 @@ class Chat(commands.Cog):
         assert place is not None
         await self.engine.answer(place, question, admission, ChannelSurface(channel))
 
-    def _chat_channel(self, interaction: discord.Interaction[Bot], model: str | None) -> discord.abc.Messageable:
-        """Where /chat answers, once the request and the bot's permissions there are checked."""
-        if model is not None and not MODEL_NAME.match(model):
-            raise UserError("That model name has characters model names never have. Try one like `gpt-5-mini`.")
+    @chat.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction[Bot], typed: str) -> list[app_commands.Choice[str]]:
+        """The models a member may pick here, as they type (Discord shows at most 25)."""
+        if interaction.user.id in self.bot.settings.blocked_user_ids:
+            return []
+        here, parent = _place_of(interaction.channel)
+        allowed = await self.bot.gate.chat_models_here(interaction.guild_id, here, parent_id=parent)
+        return model_choices(allowed, typed)
+
+    def _chat_channel(self, interaction: discord.Interaction[Bot]) -> discord.abc.Messageable:
+        """Where /chat answers, once the bot's permissions there are checked."""
         channel = interaction.channel
         if channel is None or (interaction.guild is None and not self.bot.settings.allow_dms):
             raise UserError("I don't chat in direct messages here. Use /chat in a server channel.")

@@ -32,6 +32,11 @@ NOTE_LENGTH = "The answer was cut off: it reached the length limit."
 NOTE_FILTERED = "The provider's content filter stopped this answer."
 NOTE_REFUSED = "The model declined to answer."
 NOTE_EMPTY = "The model returned no text."
+# A reasoning model's thinking counts against max_completion_tokens: it can use all of them before a word shows.
+NOTE_THOUGHT_OUT = (
+    "The model spent its whole answer budget thinking and wrote nothing to show. "
+    "Ask for something smaller, or the bot's owner can raise MAX_ANSWER_TOKENS."
+)
 
 
 @dataclass(frozen=True)
@@ -50,19 +55,21 @@ class Question:
     spoken: bool = False  # transcribed from a voice message
 
 
-def answer_notes(result: ChatResult, *, omitted_older: bool) -> list[str]:
-    """The short notes shown under an answer."""
+def answer_notes(result: ChatResult, *, omitted_older: bool, model: str = "") -> list[str]:
+    """The short notes shown under an answer (`model`: the one asked, named where a note is about it)."""
     notes = []
     if result.refusal:
         notes.append(NOTE_REFUSED)
     if result.finish_reason == "length":
-        notes.append(NOTE_LENGTH)
+        notes.append(NOTE_LENGTH if result.text or result.refusal else NOTE_THOUGHT_OUT)
     elif result.finish_reason == "content_filter":
         notes.append(NOTE_FILTERED)
     if not (result.text or result.refusal) and result.finish_reason != "length":
         notes.append(NOTE_EMPTY)
     if omitted_older:
         notes.append(NOTE_OMITTED)
+    if result.temperature_ignored:
+        notes.append(f"{model or 'This model'} takes no temperature; it answered at its default.")
     return notes
 
 
@@ -268,12 +275,16 @@ class _Answer:
             # A withheld answer stays out of the history too, so the model never builds on it.
             await self._abandon(usage)
             shown = (
-                withheld_note(verdict) if verdict.flagged else with_notes("", answer_notes(result, omitted_older=False))
+                withheld_note(verdict)
+                if verdict.flagged
+                else with_notes("", answer_notes(result, omitted_older=False, model=self._model))
             )
             await self._reply.finish(shown)
             return None
         await self._write(answer, usage=usage)
-        await self._reply.finish(with_notes(answer, answer_notes(result, omitted_older=window.omitted_older)))
+        await self._reply.finish(
+            with_notes(answer, answer_notes(result, omitted_older=window.omitted_older, model=self._model))
+        )
         return answer
 
     def _usage(self, window: Window) -> UsageRecord:

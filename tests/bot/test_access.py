@@ -469,3 +469,19 @@ async def test_the_reset_time_is_a_discord_timestamp_of_the_next_midnight(
     stamp = re.search(r"<t:(\d+):R>", message)
     assert stamp is not None
     assert datetime.fromtimestamp(int(stamp.group(1)), UTC) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+async def test_members_may_pick_the_chat_models_admins_chose_where_they_chose_them(
+    make_gate: GateFactory, records: Records
+) -> None:
+    gate = make_gate(CHAT_MODELS="gpt-4.1")
+    await records.update_guild_settings(GUILD, {"models": {"chat": "gpt-5"}})
+    await records.update_channel_settings(CHANNEL, {"models": {"chat": "o3"}}, guild_id=GUILD)
+    assert await gate.chat_models_here(GUILD, CHANNEL) == ("gpt-5-mini", "gpt-4.1", "o3", "gpt-5")
+    assert await gate.chat_models_here(GUILD, THREAD, parent_id=CHANNEL) == ("gpt-5-mini", "gpt-4.1", "o3", "gpt-5")
+    assert await gate.chat_models_here(OTHER_GUILD, OTHER_CHANNEL) == ("gpt-5-mini", "gpt-4.1")
+    assert await gate.check_chat_model(" o3 ", GUILD, CHANNEL) == "o3"
+    with pytest.raises(UserError, match=re.escape("❓ `o3` isn't a model you can pick here. Pick one of: `gpt-5-m")):
+        await gate.check_chat_model("o3", OTHER_GUILD, OTHER_CHANNEL)
+    with pytest.raises(UserError, match=re.escape("❓ That isn't a model you can pick here.")):
+        await gate.check_chat_model("@everyone `x`", GUILD, CHANNEL)  # not echoed: it is no model name

@@ -1,0 +1,99 @@
+"""Chat against members who push it: models they may not pick, temperatures reasoning models refuse, answers
+spent on thinking, floods of messages over the limit, bare mentions, and ids that stay in the deployment."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import BotRunner
+from tests.e2e.test_admin_flows import ephemeral_answer
+from tests.e2e.test_chat_flows import CHAT, bot_messages, open_conversation, wait_for_text
+from tests.fakes.discord_emulator import DiscordEmulator
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+# Models a bot set up like the default can reach (the fake lists them), but only some may be picked.
+PICKABLE = "gpt-5,gpt-4.1"
+
+
+async def test_a_model_members_may_not_pick_is_refused_naming_those_they_may_and_costs_nothing(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot():
+        refused = await emulator.invoke_slash(
+            emulator.member, emulator.general.id, "chat", {"prompt": "Expensive?", "model": "gpt-5"}
+        )
+        text = await ephemeral_answer(emulator, refused)
+    assert text == "❓ `gpt-5` isn't a model you can pick here. Pick one of: `gpt-5-mini`."
+    assert fake_openai.requests == [] and emulator.threads(emulator.general.id) == []
+
+
+async def test_a_model_an_admin_chose_for_a_channel_may_then_be_picked_there_only(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot():
+        chosen = await emulator.invoke_slash(
+            emulator.admin,
+            emulator.general.id,
+            "settings",
+            {"model": {"feature": "chat", "model": "gpt-5", "channel": emulator.general}},
+        )
+        await chosen.wait_done()
+        await open_conversation(emulator, emulator.member, "Picked")  # the thread follows its channel
+        picked = await emulator.invoke_slash(
+            emulator.member, emulator.general.id, "chat", {"prompt": "Explicitly", "model": "gpt-5"}
+        )
+        await emulator.wait_for(lambda: len(fake_openai.requests_to(CHAT)) == 2 or None, what="both answers")
+        elsewhere = await emulator.invoke_slash(
+            emulator.member, emulator.random.id, "chat", {"prompt": "Here too?", "model": "gpt-5"}
+        )
+        text = await ephemeral_answer(emulator, elsewhere)
+    assert picked.deferred_at is not None
+    assert [r.json["model"] for r in fake_openai.requests_to(CHAT)] == ["gpt-5", "gpt-5"]
+    assert text.startswith("❓ `gpt-5` isn't a model you can pick here.")
+
+
+async def test_autocomplete_offers_the_models_members_may_pick_filtered_by_what_was_typed(
+    emulator: DiscordEmulator, run_bot: BotRunner
+) -> None:
+    async with run_bot(CHAT_MODELS=PICKABLE):
+        everything = await emulator.invoke_autocomplete(
+            emulator.member, emulator.general.id, "chat", {"prompt": "x", "model": ""}, "model"
+        )
+        typed = await emulator.invoke_autocomplete(
+            emulator.member, emulator.general.id, "chat", {"prompt": "x", "model": "4.1"}, "model"
+        )
+        await everything.wait_done()
+        await typed.wait_done()
+    assert [choice["value"] for choice in everything.choices or []] == ["gpt-5-mini", "gpt-5", "gpt-4.1"]
+    assert typed.choices == [{"name": "gpt-4.1", "value": "gpt-4.1"}]
+
+
+async def test_a_reasoning_model_gets_no_temperature_and_the_answer_says_so(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot(CHAT_MODELS=PICKABLE):
+        await emulator.invoke_slash(
+            emulator.member, emulator.general.id, "chat", {"prompt": "Warm?", "temperature": 1.5}
+        )
+        thread = await emulator.wait_for(lambda: next(iter(emulator.threads(emulator.general.id)), None))
+        answer = await wait_for_text(emulator, thread.id, "Echo:")
+        await emulator.invoke_slash(
+            emulator.member, thread.id, "chat", {"prompt": "Cool?", "model": "gpt-4.1", "temperature": 0.2}
+        )
+        other = await wait_for_text(emulator, thread.id, "Cool?")
+    sent = fake_openai.requests_to(CHAT)
+    assert "temperature" not in sent[0].json and sent[1].json["temperature"] == 0.2
+    assert answer.content == "Echo: Member: Warm?\n\n-# gpt-5-mini takes no temperature; it answered at its default."
+    assert "-#" not in other.content
+
+
+async def test_an_answer_spent_thinking_names_the_setting_that_raises_it(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    fake_openai.queue(CHAT, Reply("", finish_reason="length"))
+    async with run_bot():
+        thread_id = await open_conversation(emulator, emulator.member, "Prove it")
+        note = await wait_for_text(emulator, thread_id, "MAX_ANSWER_TOKENS")
+    assert note.content == (
+        "-# The model spent its whole answer budget thinking and wrote nothing to show. "
+        "Ask for something smaller, or the bot's owner can raise MAX_ANSWER_TOKENS."
+    )
+    assert len(bot_messages(emulator, thread_id)) == 1
