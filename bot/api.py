@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
@@ -36,11 +35,6 @@ KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
 Sleep = Callable[[float], Awaitable[None]]
 # What a model name can look like ("gpt-5-mini", "meta-llama/Llama-3.1-8B:free"); anything else is a typo.
 MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
-
-
-def safety_identifier(user_id: int) -> str:
-    """A stable, non-reversible id of a Discord user for the provider's abuse detection (≤ 64 chars)."""
-    return hashlib.sha256(f"discord-user:{user_id}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

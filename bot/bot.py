@@ -21,6 +21,7 @@ from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.conversation import Conversations
 from bot.errors import GENERIC_FAILURE, StartupError
+from bot.identity import Identity
 from bot.jobs import JobRunner
 from bot.moderation import Moderator
 from bot.records import Records
@@ -93,6 +94,7 @@ class Bot(commands.AutoShardedBot):
     http_session: aiohttp.ClientSession
     records: Records
     gate: Gate
+    identity: Identity
     moderator: Moderator
     conversations: Conversations
     jobs: JobRunner
@@ -149,6 +151,7 @@ class Bot(commands.AutoShardedBot):
             max_retries=self.settings.api_max_retries,
             reasoning_models=self.settings.reasoning_models,
         )
+        self.identity = await Identity.load(self.store)
         self.records = Records(self.store)
         self.gate = Gate(self.store, self.settings, records=self.records)
         self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
@@ -160,6 +163,7 @@ class Bot(commands.AutoShardedBot):
             api=self.api,
             moderator=self.moderator,
             tokens=self.tokens,
+            identity=self.identity,
         )
         self.jobs = JobRunner()
         self.jobs.start()

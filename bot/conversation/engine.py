@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from bot.access import Admission, Gate
-from bot.api import ChatRequest, ChatResult, OpenAIClient, safety_identifier
+from bot.api import ChatRequest, ChatResult, OpenAIClient
 from bot.config import Settings
 from bot.conversation.history import History
 from bot.conversation.order import Place, TurnOrder
 from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, describe_expected
+from bot.identity import Identity
 from bot.moderation import Moderator, withheld_note
 from bot.records import Records
 from bot.render import with_notes
@@ -86,8 +87,10 @@ class Conversations:
         api: OpenAIClient,
         moderator: Moderator,
         tokens: TokenCounter,
+        identity: Identity,
     ) -> None:
         self._settings = settings
+        self._identity = identity
         self._store = store
         self._records = records
         self._gate = gate
@@ -228,7 +231,14 @@ class _Answer:
         history = await engine.history.load(asked.channel_id)
         budget = settings.context_token_budget - settings.max_answer_tokens
         for attempt in range(2):
-            window = build_window(history.turns, system_prompt, budget, engine._tokens, more_in_store=history.has_older)
+            window = build_window(
+                history.turns,
+                system_prompt,
+                budget,
+                engine._tokens,
+                more_in_store=history.has_older,
+                name_of=engine._identity.message_name,
+            )
             self._window = window
             try:
                 await self._stream(self._request(window))
@@ -246,7 +256,7 @@ class _Answer:
             messages=window.messages,
             max_completion_tokens=self._engine._settings.max_answer_tokens,
             temperature=self._asked.temperature,
-            safety_identifier=safety_identifier(self._asked.author_id),
+            safety_identifier=self._engine._identity.safety_identifier(self._asked.author_id),
         )
 
     async def _stream(self, request: ChatRequest) -> None:

@@ -3,6 +3,8 @@ spent on thinking, floods of messages over the limit, bare mentions, and ids tha
 
 from __future__ import annotations
 
+import json
+
 from tests.e2e.conftest import BotRunner
 from tests.e2e.test_admin_flows import ephemeral_answer
 from tests.e2e.test_chat_flows import CHAT, bot_messages, open_conversation, wait_for_text
@@ -97,3 +99,21 @@ async def test_an_answer_spent_thinking_names_the_setting_that_raises_it(
         "Ask for something smaller, or the bot's owner can raise MAX_ANSWER_TOKENS."
     )
     assert len(bot_messages(emulator, thread_id)) == 1
+
+
+async def test_the_api_never_sees_a_discord_id_yet_tells_speakers_apart(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot() as bot:
+        thread_id = await open_conversation(emulator, emulator.member, "Hello")
+        await wait_for_text(emulator, thread_id, "Echo: Member: Hello")
+        await emulator.send_message(thread_id, emulator.admin, "Me too")
+        await wait_for_text(emulator, thread_id, "Echo: Admin: Me too")
+    body = fake_openai.requests_to(CHAT)[-1].json
+    names = [message.get("name") for message in body["messages"] if message["role"] == "user"]
+    assert names == [bot.identity.message_name(emulator.member.id), bot.identity.message_name(emulator.admin.id)]
+    assert len(set(names)) == 2
+    assert body["safety_identifier"] == bot.identity.safety_identifier(emulator.admin.id)
+    for request in fake_openai.requests_to(CHAT):
+        sent = json.dumps(request.json)
+        assert str(emulator.member.id) not in sent and str(emulator.admin.id) not in sent
