@@ -12,7 +12,7 @@ import discord
 
 from bot.api import MODEL_NAME
 from bot.config import Limits, Settings
-from bot.errors import UserError
+from bot.errors import LimitReached, UserError
 from bot.records import Records
 from bot.render import count, plural
 from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
@@ -219,7 +219,7 @@ class Gate:
             )
         )
         if isinstance(outcome, Refusal):
-            raise UserError(self._refusal(feature, outcome, amount))
+            raise self._refused(feature, outcome, amount)
         return Admission(self, feature, user_id, guild_id, channel_id, outcome.hold_id, amount)
 
     async def hold_more(self, admission: Admission, amount: float) -> None:
@@ -238,7 +238,7 @@ class Gate:
         )
         outcome = await self.store.reserve(reservation)
         if isinstance(outcome, Refusal):
-            raise UserError(self._refusal(admission.feature, outcome, amount))
+            raise self._refused(admission.feature, outcome, amount)
         admission.hold_id = outcome.hold_id
         admission.held += amount
 
@@ -314,14 +314,18 @@ class Gate:
         roles = ", ".join(f"<@&{role_id}>" for role_id in sorted(allowed))
         raise UserError(f"🔒 {FEATURE_NAMES[feature]} needs one of these roles: {roles}.")
 
-    def _refusal(self, feature: Feature, refusal: Refusal, need: float) -> str:
-        """The words for a refused reservation: which limit, what is left, and when it frees up."""
+    def _refused(self, feature: Feature, refusal: Refusal, need: float) -> LimitReached:
+        """A refused reservation as words (which limit, what is left, when it frees up) and how long it holds."""
+        reason = f"{refusal.kind}:{refusal.scope}"
         if refusal.kind == "rate":
             wait = max(math.ceil(refusal.retry_after), 1)
             requests = count(int(refusal.limit), "request")
             if refusal.scope == "user":
-                return f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s."
-            return f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
+                return LimitReached(
+                    f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s.", reason, wait
+                )
+            words = f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
+            return LimitReached(words, reason, wait)
         budget = BUDGETS[feature]
         scale = budget.per_unit
         used, limit = refusal.used / scale, refusal.limit / scale
@@ -337,7 +341,8 @@ class Gate:
         else:
             allowance = count(limit, budget.unit, budget.units, spec=",g")
             words = f"📊 {who} used today's {budget.noun} allowance ({allowance})."
-        return f"{words} It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
+        words += f" It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
+        return LimitReached(words, reason, (resets_at - self._now()).total_seconds())
 
     async def _lookup(
         self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None

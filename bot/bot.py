@@ -25,6 +25,7 @@ from bot.identity import Identity
 from bot.jobs import JobRunner
 from bot.moderation import Moderator
 from bot.records import Records
+from bot.refusals import RefusalMemory
 from bot.replies import describe_error
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
@@ -116,6 +117,7 @@ class Bot(commands.AutoShardedBot):
         self.settings = settings
         self._identify_buckets: int | None = None
         self.tokens = TokenCounter()
+        self.refusals = RefusalMemory()
         self.started_at = time.monotonic()
 
     async def setup_hook(self) -> None:

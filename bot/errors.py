@@ -30,6 +30,16 @@ class UserError(Exception):
     """Something the user asked for cannot be done; the message is shown to them as it is."""
 
 
+class LimitReached(UserError):
+    """A per-minute limit or a daily budget refused the request: `reason` says which ("rate:user",
+    "budget:guild", …), `retry_after` in how many seconds it frees up."""
+
+    def __init__(self, message: str, reason: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class ApiErrorKind(enum.Enum):
     """What went wrong with a call to the OpenAI-compatible API, classified by status and error code."""
 

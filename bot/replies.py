@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import discord
 
 from bot.errors import GENERIC_FAILURE, describe_expected
+from bot.refusals import RefusalMemory
 from bot.streaming import SentMessage
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,12 @@ def describe_error(error: BaseException) -> str | None:
     return describe_expected(error)
 
 
-async def reply_with_refusal(message: discord.Message, error: Exception) -> None:
-    """Tell the author under their message why it is not answered (the gate's or moderation's words)."""
+async def reply_with_refusal(message: discord.Message, error: Exception, *, refusals: RefusalMemory) -> None:
+    """Tell the author under their message why it is not answered (the gate's or moderation's words), unless
+    they were told the same in this channel while it still holds: a flood gets one refusal, not one each."""
+    if not refusals.should_say(message.author.id, message.channel.id, error):
+        log.debug("Not repeating a refusal to user %s in channel %s: %s", message.author.id, message.channel.id, error)
+        return
     words = describe_error(error)
     if words is None:
         log.error("Screening message %s failed", message.id, exc_info=error)

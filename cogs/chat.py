@@ -248,7 +248,7 @@ class Chat(commands.Cog):
 
     async def _take_turn(self, place: Place, message: discord.Message, *, in_conversation: bool) -> None:
         if message.guild is None and not self.bot.settings.allow_dms:
-            await message.reply(NO_DMS, mention_author=False)
+            await reply_with_refusal(message, UserError(NO_DMS), refusals=self.bot.refusals)
             return
         text = self._strip_own_mention(message.content).strip()
         if not text:
@@ -270,7 +270,7 @@ class Chat(commands.Cog):
         try:
             admission = await self.engine.admit(question, role_ids=role_ids_of(message.author))
         except Exception as error:
-            await reply_with_refusal(message, error)
+            await reply_with_refusal(message, error, refusals=self.bot.refusals)
             return
         # In its own threads the bot just answers; elsewhere it replies to the message it answers.
         surface = ChannelSurface(message.channel, reply_to=None if in_conversation else message)

@@ -236,8 +236,8 @@ class Transcription(commands.Cog):
             filename = self._checked_filename(attachment)
             admission = await self._admit(message.author, message.channel, guild_id, attachment)
         except UserError as refusal:
-            if route == "turn":  # they spoke to the bot: say why it doesn't answer
-                await self._report_voice_failure(message, refusal)
+            if route == "turn":  # they spoke to the bot: say why it doesn't answer (once while it holds)
+                await reply_with_refusal(message, refusal, refusals=self.bot.refusals)
             else:  # nobody asked; a refusal under every voice message in the channel would be noise
                 log.info("Voice message %s not transcribed automatically: %s", message.id, refusal)
             return
@@ -294,7 +294,7 @@ class Transcription(commands.Cog):
             # The voice message was counted as one request when it was let through for transcription.
             admission = await engine.admit(question, role_ids=role_ids_of(message.author), counts_as_request=False)
         except Exception as error:
-            await reply_with_refusal(message, error)
+            await reply_with_refusal(message, error, refusals=self.bot.refusals)
             return
         await engine.answer(place, question, admission, ChannelSurface(message.channel, reply_to=message))
 

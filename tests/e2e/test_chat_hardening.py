@@ -3,16 +3,20 @@ spent on thinking, floods of messages over the limit, bare mentions, and ids tha
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tests.e2e.conftest import BotRunner
 from tests.e2e.test_admin_flows import ephemeral_answer
 from tests.e2e.test_chat_flows import CHAT, bot_messages, open_conversation, wait_for_text
+from tests.e2e.test_transcribe_flows import send_voice
 from tests.fakes.discord_emulator import DiscordEmulator
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 # Models a bot set up like the default can reach (the fake lists them), but only some may be picked.
 PICKABLE = "gpt-5,gpt-4.1"
+# How long the bot must stay quiet for a channel to count as settled: the fake answers in milliseconds.
+SETTLE_SECONDS = 0.5
 
 
 async def test_a_model_members_may_not_pick_is_refused_naming_those_they_may_and_costs_nothing(
@@ -117,3 +121,57 @@ async def test_the_api_never_sees_a_discord_id_yet_tells_speakers_apart(
     for request in fake_openai.requests_to(CHAT):
         sent = json.dumps(request.json)
         assert str(emulator.member.id) not in sent and str(emulator.admin.id) not in sent
+
+
+async def settled(emulator: DiscordEmulator, channel_id: int, seconds: float = SETTLE_SECONDS) -> list[str]:
+    """The bot's messages in a channel once nothing new has come for `seconds`."""
+    while True:
+        before = [m.content for m in bot_messages(emulator, channel_id)]
+        await asyncio.sleep(seconds)
+        if [m.content for m in bot_messages(emulator, channel_id)] == before:
+            return before
+
+
+async def test_a_flood_over_the_rate_limit_gets_one_refusal_not_one_each(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot(USER_REQUESTS_PER_MINUTE="2"):
+        thread_id = await open_conversation(emulator, emulator.member, "First")
+        await wait_for_text(emulator, thread_id, "Echo: Member: First")
+        for number in range(20):
+            await emulator.send_message(thread_id, emulator.member, f"spam {number}")
+        shown = await settled(emulator, thread_id)
+    refusals = [text for text in shown if text.startswith("⏳ Slow down")]
+    assert len(refusals) == 1 and len(shown) == 3  # two answers and one refusal
+    assert len(fake_openai.requests_to(CHAT)) == 2
+
+
+async def test_a_flood_over_the_budget_gets_one_refusal_and_other_members_are_still_told(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    fake_openai.queue(CHAT, Reply("Costly.", usage=(900, 100)))
+    async with run_bot(USER_DAILY_CHAT_TOKENS="1000", USER_REQUESTS_PER_MINUTE="0"):
+        thread_id = await open_conversation(emulator, emulator.member, "First")
+        await wait_for_text(emulator, thread_id, "Costly.")
+        for number in range(8):
+            await emulator.send_message(thread_id, emulator.member, f"more {number}")
+        await emulator.send_message(thread_id, emulator.admin, "Me?")
+        shown = await settled(emulator, thread_id)
+    assert [text.split(" It resets")[0] for text in shown if text.startswith("📊")] == [
+        "📊 You have used today's chat allowance (1,000 tokens)."
+    ]
+    assert "Echo: Admin: Me?" in shown  # the admin's own budget is untouched
+
+
+async def test_a_flood_of_voice_messages_over_the_rate_limit_gets_one_refusal(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot(USER_REQUESTS_PER_MINUTE="2"):
+        thread_id = await open_conversation(emulator, emulator.member, "First")
+        await wait_for_text(emulator, thread_id, "Echo: Member: First")
+        for _ in range(5):
+            await send_voice(emulator, thread_id, emulator.member, seconds=1.0)
+        await wait_for_text(emulator, thread_id, "Echo: Member (voice message)")
+        shown = await settled(emulator, thread_id, seconds=1.0)
+    assert len([text for text in shown if text.startswith("⏳ Slow down")]) == 1
+    assert len(fake_openai.requests_to("/audio/transcriptions")) == 1
