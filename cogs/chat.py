@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import parent_id_of, role_ids_of
+from bot.access import Feature, parent_id_of, role_ids_of
 from bot.bot import Bot, missing_permissions
 from bot.conversation import Place, Question
 from bot.errors import UserError
@@ -34,12 +34,22 @@ NOT_ALLOWED = "🚫 Only the member who opened this conversation, or members wit
 NO_DMS = "I don't chat in direct messages. Mention me in a server channel instead."
 TURN_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 MAX_CHOICES = 25  # Discord's limit for autocomplete
+# What a bare mention is told about, in this order, where the command exists and its feature is on.
+GREETING_COMMANDS = ("chat", "image", "transcribe", "speak")
+COMMAND_FEATURES: dict[str, Feature] = {"chat": "chat", "image": "images", "transcribe": "audio"}
 
 
 def prompt_display(user: discord.abc.User, prompt: str) -> str:
     """The message that shows what was asked (mentions render but ping nobody: the client allows none)."""
     header = f"💬 {user.mention} asked:\n"
     return header + truncate(prompt, MESSAGE_LIMIT - len(header))
+
+
+def greeting(name: str, commands: Sequence[tuple[str, str]]) -> str:
+    """What the bot says to a bare mention: how to talk to it, and its commands that work here."""
+    lines = [f"👋 Hi! I'm {discord.utils.escape_markdown(name)}. Mention me with a question and I'll answer it."]
+    lines += [f"- `/{command}`: {description}" for command, description in commands]
+    return "\n".join(lines)
 
 
 def model_choices(models: Sequence[str], typed: str) -> list[app_commands.Choice[str]]:
@@ -252,6 +262,8 @@ class Chat(commands.Cog):
             return
         text = self._strip_own_mention(message.content).strip()
         if not text:
+            if message.content.strip() and not message.attachments:
+                await self._greet(message)  # a bare mention: people ping a bot to see what it does
             return  # without the message-content intent, messages not addressed to the bot arrive empty
         guild_id = message.guild.id if message.guild else None
         if not await self.bot.gate.enabled_here(
@@ -275,6 +287,36 @@ class Chat(commands.Cog):
         # In its own threads the bot just answers; elsewhere it replies to the message it answers.
         surface = ChannelSurface(message.channel, reply_to=None if in_conversation else message)
         await self.engine.answer(place, question, admission, surface)
+
+    async def _greet(self, message: discord.Message) -> None:
+        """Answer a message that only mentions the bot with what it can do here; it posts, so it counts."""
+        guild_id, channel_id = (message.guild.id if message.guild else None), message.channel.id
+        parent_id = parent_id_of(message.channel)
+        if not await self.bot.gate.enabled_here("chat", guild_id, channel_id, parent_id=parent_id):
+            return
+        try:
+            admission = await self.bot.gate.admit(
+                "chat",
+                user_id=message.author.id,
+                role_ids=role_ids_of(message.author),
+                guild_id=guild_id,
+                channel_id=channel_id,
+                parent_id=parent_id,
+            )
+        except UserError as error:
+            await reply_with_refusal(message, error, refusals=self.bot.refusals)
+            return
+        await admission.release()  # the greeting uses no budget, only its slot of the per-minute limit
+        offered = []
+        for name in GREETING_COMMANDS:
+            command = self.bot.tree.get_command(name)
+            feature = COMMAND_FEATURES.get(name)
+            if isinstance(command, app_commands.Command | app_commands.Group) and (
+                feature is None or await self.bot.gate.enabled_here(feature, guild_id, channel_id, parent_id=parent_id)
+            ):
+                offered.append((name, command.description))
+        me = self.bot.user.display_name if self.bot.user else "the bot"
+        await message.reply(greeting(me, offered), mention_author=False)
 
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:

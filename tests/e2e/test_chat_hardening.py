@@ -175,3 +175,46 @@ async def test_a_flood_of_voice_messages_over_the_rate_limit_gets_one_refusal(
         shown = await settled(emulator, thread_id, seconds=1.0)
     assert len([text for text in shown if text.startswith("⏳ Slow down")]) == 1
     assert len(fake_openai.requests_to("/audio/transcriptions")) == 1
+
+
+async def test_a_bare_mention_is_greeted_with_what_works_here(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot(USER_REQUESTS_PER_MINUTE="2"):
+        switched = await emulator.invoke_slash(
+            emulator.admin,
+            emulator.general.id,
+            "settings",
+            {"feature": {"feature": "images", "state": "off", "channel": emulator.random}},
+        )
+        await switched.wait_done()
+        sent = await emulator.send_message(emulator.general.id, emulator.member, f" {emulator.bot_user.mention} ")
+        hello = await wait_for_text(emulator, emulator.general.id, "👋")
+        await emulator.send_message(emulator.random.id, emulator.member, emulator.bot_user.mention)
+        elsewhere = await wait_for_text(emulator, emulator.random.id, "👋")
+        await emulator.send_message(emulator.random.id, emulator.member, emulator.bot_user.mention)
+        shown = await settled(emulator, emulator.random.id)
+    assert hello.content.splitlines() == [
+        "👋 Hi! I'm emulated-bot. Mention me with a question and I'll answer it.",
+        "- `/chat`: Ask the AI. In a channel this opens a thread for the conversation.",
+        "- `/image`: Draw, edit and vary pictures with AI.",
+        "- `/transcribe`: Get the transcript of an audio or video file.",
+    ]
+    assert hello.reply_to is not None and hello.reply_to.id == int(sent["id"]) and not hello.pings
+    assert "/image" not in elsewhere.content  # images are off in #random
+    assert shown[-1].startswith("⏳ Slow down: you can make 2 requests a minute")  # greetings post, so they count
+    assert fake_openai.requests == []
+
+
+async def test_a_bare_mention_gets_nothing_where_chat_is_off_or_from_a_blocked_member(
+    emulator: DiscordEmulator, run_bot: BotRunner
+) -> None:
+    async with run_bot(BLOCKED_USER_IDS=str(emulator.moderator.id)):
+        switched = await emulator.invoke_slash(
+            emulator.admin, emulator.general.id, "settings", {"feature": {"feature": "chat", "state": "off"}}
+        )
+        await switched.wait_done()
+        await emulator.send_message(emulator.general.id, emulator.member, emulator.bot_user.mention)
+        await emulator.send_message(emulator.random.id, emulator.moderator, emulator.bot_user.mention)
+        assert await settled(emulator, emulator.general.id) == []
+        assert await settled(emulator, emulator.random.id) == []
