@@ -20,7 +20,14 @@ from bot.bot import Bot
 from bot.conversation import Place, Question
 from bot.errors import GENERIC_FAILURE, UserError
 from bot.render import MESSAGE_LIMIT, count, split_message, truncate
-from bot.replies import ChannelSurface, describe_error, reply_with_refusal, typing_in
+from bot.replies import (
+    ChannelSurface,
+    answer_late,
+    describe_error,
+    reply_with_refusal,
+    token_expiring,
+    typing_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -349,11 +356,7 @@ class Transcription(commands.Cog):
                 on_progress=_progress_editor(interaction),
             )
         view = render_transcript(transcript, describe_subject(filename, voice=attachment.is_voice_message()), filename)
-        first, *rest = view.messages
-        file = _text_file(view)
-        await interaction.edit_original_response(content=first, attachments=[file] if file else [])
-        for chunk in rest:
-            await interaction.followup.send(chunk)
+        await _deliver(interaction, view)
 
     def _checked_filename(self, attachment: discord.Attachment) -> str:
         """The name to transcribe the attachment under, once it passed the checks made before downloading."""
@@ -426,6 +429,20 @@ def _progress_editor(interaction: discord.Interaction[Bot]) -> ProgressCallback:
                 await interaction.edit_original_response(content=text)
 
     return show
+
+
+async def _deliver(interaction: discord.Interaction[Bot], view: TranscriptView) -> None:
+    """Show the transcript as the command's answer, or in the channel when the answer's token is nearly spent."""
+    first, *rest = view.messages
+    file = _text_file(view)
+    if token_expiring(interaction):
+        message = await answer_late(interaction, first, files=[file] if file else [])
+        for chunk in rest:
+            await message.channel.send(chunk)
+        return
+    await interaction.edit_original_response(content=first, attachments=[file] if file else [])
+    for chunk in rest:
+        await interaction.followup.send(chunk)
 
 
 def _text_file(view: TranscriptView) -> discord.File | None:
