@@ -119,13 +119,14 @@ class Bot(commands.AutoShardedBot):
         self._identify_buckets: int | None = None
         self.tokens = TokenCounter()
         self.refusals = RefusalMemory()
+        self._vocabulary: asyncio.Task[None] | None = None
         self.started_at = time.monotonic()
 
     async def setup_hook(self) -> None:
         """Open the services, load the cogs, sync commands, log the invite link."""
         await self.open_services()
-        # tiktoken may try to download its vocabulary: never on the event loop.
-        await asyncio.to_thread(self.tokens.load_vocabulary)
+        # tiktoken may download its vocabulary, for minutes behind some firewalls: start-up never waits for it.
+        self._vocabulary = asyncio.create_task(self.tokens.load_in_background(), name="tiktoken-vocabulary")
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         try:
@@ -232,6 +233,8 @@ class Bot(commands.AutoShardedBot):
         """Drop unfinished CPU work, log out, then close the HTTP session and the database."""
         if hasattr(self, "jobs"):
             self.jobs.stop()  # first: its callers hear why while Discord can still be told
+        if self._vocabulary is not None:
+            self._vocabulary.cancel()  # only the wait: the loading thread is a daemon, and exit does not wait
         try:
             await super().close()
         finally:

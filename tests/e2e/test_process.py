@@ -161,3 +161,16 @@ async def test_an_unreachable_postgresql_is_named_without_its_password(
     assert code == 2
     assert "Could not open the database postgres://bot:***@127.0.0.1:9/botdb" in stderr
     assert "s3cr3t-pass" not in stderr and "Traceback" not in stderr
+
+
+async def test_a_vocabulary_download_that_never_ends_holds_up_neither_start_nor_sigterm(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    env = {**process_env(emulator, fake_openai, tmp_path), "TEST_TIKTOKEN_HANGS": "1"}
+    async with bot_process(emulator, env, tmp_path) as bot:  # connected and synced, though tiktoken never loads
+        thread_id = await open_conversation(emulator, emulator.member, "Counting?")
+        await wait_for_answer(emulator, thread_id, "Echo: Member: Counting?")
+        started = asyncio.get_running_loop().time()
+        code, stderr = await bot.stop(signal.SIGTERM)  # within its 10 s, or this fails
+    assert code == 0 and "Traceback" not in stderr
+    assert asyncio.get_running_loop().time() - started < 10
