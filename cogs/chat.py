@@ -210,9 +210,13 @@ class Chat(commands.Cog):
             channel_id, None if restore_default else prompt, guild_id=interaction.guild_id
         )
         where = "thread" if isinstance(interaction.channel, discord.Thread) else "channel"
-        what = "back to the default" if restore_default else "changed"
+        what = (
+            f"set this {where}'s system prompt back to the default"
+            if restore_default
+            else (f"changed this {where}'s system prompt")
+        )
         await interaction.response.send_message(
-            f"📝 {interaction.user.mention} set this {where}'s system prompt {what}. It applies from the next message."
+            f"📝 {interaction.user.mention} {what}. It applies from the next message."
         )
 
     def _require_channel_id(self, interaction: discord.Interaction[Bot]) -> int:
