@@ -210,13 +210,11 @@ class Chat(commands.Cog):
             channel_id, None if restore_default else prompt, guild_id=interaction.guild_id
         )
         where = "thread" if isinstance(interaction.channel, discord.Thread) else "channel"
-        what = (
-            f"set this {where}'s system prompt back to the default"
-            if restore_default
-            else (f"changed this {where}'s system prompt")
-        )
+        done = f"changed this {where}'s system prompt"
+        if restore_default:
+            done = f"set this {where}'s system prompt back to the default"
         await interaction.response.send_message(
-            f"📝 {interaction.user.mention} {what}. It applies from the next message."
+            f"📝 {interaction.user.mention} {done}. It applies from the next message."
         )
 
     def _require_channel_id(self, interaction: discord.Interaction[Bot]) -> int:
@@ -311,16 +309,23 @@ class Chat(commands.Cog):
             await reply_with_refusal(message, error, refusals=self.bot.refusals)
             return
         await admission.release()  # the greeting uses no budget, only its slot of the per-minute limit
+        offered = await self._commands_here(guild_id, channel_id, parent_id)
+        me = self.bot.user.display_name if self.bot.user else "the bot"
+        await message.reply(greeting(me, offered), mention_author=False)
+
+    async def _commands_here(
+        self, guild_id: int | None, channel_id: int, parent_id: int | None
+    ) -> list[tuple[str, str]]:
+        """(name, description) of the commands a greeting names: those loaded whose feature is on here."""
         offered = []
         for name in GREETING_COMMANDS:
             command = self.bot.tree.get_command(name)
             feature = COMMAND_FEATURES.get(name)
-            if isinstance(command, app_commands.Command | app_commands.Group) and (
-                feature is None or await self.bot.gate.enabled_here(feature, guild_id, channel_id, parent_id=parent_id)
-            ):
+            if not isinstance(command, app_commands.Command | app_commands.Group):
+                continue
+            if feature is None or await self.bot.gate.enabled_here(feature, guild_id, channel_id, parent_id=parent_id):
                 offered.append((name, command.description))
-        me = self.bot.user.display_name if self.bot.user else "the bot"
-        await message.reply(greeting(me, offered), mention_author=False)
+        return offered
 
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:
