@@ -10,9 +10,11 @@ from typing import Any, Literal
 
 import discord
 
+from bot.api import MODEL_NAME
 from bot.config import VOICE_REPLY_MODES, Limits, Settings, VoiceReplies
-from bot.errors import UserError
+from bot.errors import LimitReached, UserError
 from bot.records import Records
+from bot.render import count, plural
 from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
 
 Feature = Literal["chat", "images", "audio", "speech"]
@@ -26,6 +28,8 @@ FEATURE_NAMES: dict[Feature, str] = {
 
 NO_DMS = "💬 I don't work in direct messages here. Use me in a server."
 BLOCKED = "🚫 You can't use this bot."
+# A refused /chat model: names this many of the allowed ones (Discord's autocomplete offers 25).
+MAX_MODELS_NAMED = 25
 GUILD_NOT_ALLOWED = "🚫 This bot isn't enabled in this server."
 
 
@@ -38,19 +42,31 @@ class Budget:
     """
 
     noun: str
-    unit: str
+    unit: str  # singular: "image", "minute of audio"
     user_limit: str
     guild_limit: str
     per_unit: float = 1.0
+    units: str | None = None  # the plural, when it is not `unit` + "s"
 
 
 BUDGETS: dict[Feature, Budget] = {
-    "chat": Budget("chat", "tokens", "user_daily_chat_tokens", "guild_daily_chat_tokens"),
-    "images": Budget("image", "images", "user_daily_images", "guild_daily_images"),
+    "chat": Budget("chat", "token", "user_daily_chat_tokens", "guild_daily_chat_tokens"),
+    "images": Budget("image", "image", "user_daily_images", "guild_daily_images"),
     "audio": Budget(
-        "transcription", "minutes of audio", "user_daily_audio_minutes", "guild_daily_audio_minutes", per_unit=60.0
+        "transcription",
+        "minute of audio",
+        "user_daily_audio_minutes",
+        "guild_daily_audio_minutes",
+        per_unit=60.0,
+        units="minutes of audio",
     ),
-    "speech": Budget("speech", "characters of speech", "user_daily_speech_characters", "guild_daily_speech_characters"),
+    "speech": Budget(
+        "speech",
+        "character of speech",
+        "user_daily_speech_characters",
+        "guild_daily_speech_characters",
+        units="characters of speech",
+    ),
 }
 
 
@@ -217,7 +233,7 @@ class Gate:
             )
         )
         if isinstance(outcome, Refusal):
-            raise UserError(self._refusal(feature, outcome, amount))
+            raise self._refused(feature, outcome, amount)
         return Admission(self, feature, user_id, guild_id, channel_id, outcome.hold_id, amount)
 
     async def hold_more(self, admission: Admission, amount: float) -> None:
@@ -236,7 +252,7 @@ class Gate:
         )
         outcome = await self.store.reserve(reservation)
         if isinstance(outcome, Refusal):
-            raise UserError(self._refusal(admission.feature, outcome, amount))
+            raise self._refused(admission.feature, outcome, amount)
         admission.hold_id = outcome.hold_id
         admission.held += amount
 
@@ -270,6 +286,28 @@ class Gate:
             "speech": self._settings.tts_model,
         }
         return defaults[feature]
+
+    async def chat_models_here(
+        self, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
+    ) -> tuple[str, ...]:
+        """The chat models members may pick here: CHAT_MODEL, CHAT_MODELS, and those admins chose for the channel,
+        its parent or the server with /settings model (so a model chosen for one server is not offered in another).
+        """
+        chosen = await self._values(("models", "chat"), guild_id, channel_id, parent_id)
+        picked = [model for model in chosen if isinstance(model, str) and model]
+        return tuple(dict.fromkeys((*self._settings.member_chat_models, *picked)))
+
+    async def check_chat_model(
+        self, model: str, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
+    ) -> str:
+        """The model a member picked, if they may pick it here; else UserError naming the ones they may."""
+        allowed = await self.chat_models_here(guild_id, channel_id, parent_id=parent_id)
+        if model.strip() in allowed:
+            return model.strip()
+        # A name only echoed when it looks like one: anything else could be markup or mentions.
+        named = f"`{model}` isn't" if MODEL_NAME.match(model) else "That isn't"
+        choices = ", ".join(f"`{name}`" for name in allowed[:MAX_MODELS_NAMED])
+        raise UserError(f"❓ {named} a model you can pick here. Pick one of: {choices}.")
 
     async def auto_transcribe_here(
         self, guild_id: int | None, channel_id: int | None, *, parent_id: int | None = None
@@ -310,14 +348,18 @@ class Gate:
         roles = ", ".join(f"<@&{role_id}>" for role_id in sorted(allowed))
         raise UserError(f"🔒 {FEATURE_NAMES[feature]} needs one of these roles: {roles}.")
 
-    def _refusal(self, feature: Feature, refusal: Refusal, need: float) -> str:
-        """The words for a refused reservation: which limit, what is left, and when it frees up."""
+    def _refused(self, feature: Feature, refusal: Refusal, need: float) -> LimitReached:
+        """A refused reservation as words (which limit, what is left, when it frees up) and how long it holds."""
+        reason = f"{refusal.kind}:{refusal.scope}"
         if refusal.kind == "rate":
             wait = max(math.ceil(refusal.retry_after), 1)
-            requests = _requests(int(refusal.limit))
+            requests = count(int(refusal.limit), "request")
             if refusal.scope == "user":
-                return f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s."
-            return f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
+                return LimitReached(
+                    f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s.", reason, wait
+                )
+            words = f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
+            return LimitReached(words, reason, wait)
         budget = BUDGETS[feature]
         scale = budget.per_unit
         used, limit = refusal.used / scale, refusal.limit / scale
@@ -325,17 +367,27 @@ class Gate:
         who = "You have" if refusal.scope == "user" else "This server has"
         if used < limit:
             left = _amount(limit - used)
+            needed = _amount(need / scale)
             words = (
-                f"📊 That needs {_amount(need / scale)} {budget.unit}; {who.lower()} {left} of today's {limit:,g} left."
+                f"📊 That needs {needed} {plural(needed, budget.unit, budget.units)}; "
+                f"{who.lower()} {left} of today's {limit:,g} left."
             )
         else:
-            words = f"📊 {who} used today's {budget.noun} allowance ({limit:,g} {budget.unit})."
-        return f"{words} It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
+            allowance = count(limit, budget.unit, budget.units, spec=",g")
+            words = f"📊 {who} used today's {budget.noun} allowance ({allowance})."
+        words += f" It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
+        return LimitReached(words, reason, (resets_at - self._now()).total_seconds())
 
     async def _lookup(
         self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None
     ) -> object:
         """The most specific value set at `path`: in the channel, its parent channel, then the guild; else None."""
+        return next(iter(await self._values(path, guild_id, channel_id, parent_id)), None)
+
+    async def _values(
+        self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None
+    ) -> list[object]:
+        """Every value set at `path`, the most specific first: the channel's, its parent's, the guild's."""
         layers: list[dict[str, object]] = []
         if channel_id is not None:
             record = await self.records.channel(channel_id)
@@ -345,13 +397,14 @@ class Gate:
             layers.append((await self.records.channel(parent_id)).settings)
         if guild_id is not None:
             layers.append(await self.records.guild_settings(guild_id))
+        values = []
         for layer in layers:
             value: object = layer
             for key in path:
                 value = value.get(key) if isinstance(value, dict) else None
             if value is not None:
-                return value
-        return None
+                values.append(value)
+        return values
 
 
 def _budget_caps(feature: Feature, limits: Limits, user_id: int, guild_id: int | None) -> tuple[Cap, ...]:
@@ -381,7 +434,3 @@ def _amount(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{math.floor(value * 10) / 10:,.1f}"
-
-
-def _requests(count: int) -> str:
-    return f"{count} request" if count == 1 else f"{count} requests"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
@@ -12,10 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
 from bot.errors import ApiError, ApiErrorKind
+from bot.models import DEFAULT_REASONING_MODELS, model_matches
 from bot.reasoning import ThinkFilter
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,6 @@ KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
 Sleep = Callable[[float], Awaitable[None]]
 # What a model name can look like ("gpt-5-mini", "meta-llama/Llama-3.1-8B:free"); anything else is a typo.
 MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
-
-
-def safety_identifier(user_id: int) -> str:
-    """A stable, non-reversible id of a Discord user for the provider's abuse detection (≤ 64 chars)."""
-    return hashlib.sha256(f"discord-user:{user_id}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -114,6 +110,7 @@ class ChatResult:
     usage: Usage | None = None
     model: str | None = None
     saw_reasoning: bool = False  # the server sent reasoning (as <think> text or a reasoning field)
+    temperature_ignored: bool = False  # a temperature was asked for, but the model takes none (REASONING_MODELS)
     complete: bool = False  # the stream has ended: this is the whole answer
 
 
@@ -155,10 +152,14 @@ class OpenAIClient:
         api_key: str,
         timeout_seconds: float,
         max_retries: int,
+        reasoning_models: Sequence[str] = DEFAULT_REASONING_MODELS,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._session = session
+        self._reasoning_models = tuple(reasoning_models)
         self._base_url = base_url.rstrip("/")
+        # A password written into the URL (a proxy's) is a secret like the key: error texts never repeat it.
+        self._url_password = unquote(urlsplit(base_url).password or "")
         self._api_key = api_key
         self._timeout = timeout_seconds
         self._max_retries = max_retries
@@ -167,10 +168,23 @@ class OpenAIClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
+    def takes_temperature(self, model: str) -> bool:
+        """Whether the model takes a temperature: reasoning models (REASONING_MODELS) accept only the default."""
+        return not model_matches(model, self._reasoning_models)
+
+    def _chat_body(self, request: ChatRequest, result: ChatResult) -> dict[str, Any]:
+        """The streamed request's body, without the temperature a reasoning model would refuse with a 400."""
+        body = request.to_json(stream=True)
+        if "temperature" in body and not self.takes_temperature(request.model):
+            del body["temperature"]
+            result.temperature_ignored = True
+        return body
+
     def redact(self, text: str) -> str:
-        """Text with the API key, and anything shaped like a key, removed."""
-        if self._api_key:
-            text = text.replace(self._api_key, "[redacted]")
+        """Text with the API key, the URL's password, and anything shaped like a key, removed."""
+        for secret in (self._api_key, self._url_password):
+            if secret:
+                text = text.replace(secret, "[redacted]")
         return KEY_PATTERN.sub("[redacted]", text)
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[tuple[str, ChatResult]]:
@@ -183,7 +197,8 @@ class OpenAIClient:
         """
         result = ChatResult()
         think = ThinkFilter()
-        async with self._open("POST", "/chat/completions", request.model, json_body=request.to_json(stream=True)) as r:
+        body = self._chat_body(request, result)
+        async with self._open("POST", "/chat/completions", request.model, json_body=body) as r:
             saw_done = False
             added = ""
             try:
@@ -343,7 +358,8 @@ class OpenAIClient:
         error_type = str(details.get("type") or "")
         message = self.redact(str(details.get("message") or f"HTTP {status}"))
         kind = _classify(status, code, error_type)
-        return ApiError(kind, message, status=status, code=code or error_type or None, model=model)
+        param = str(details["param"]) if details.get("param") is not None else None
+        return ApiError(kind, message, status=status, code=code or error_type or None, model=model, param=param)
 
 
 def _classify(status: int | None, code: str | None, error_type: str) -> ApiErrorKind:

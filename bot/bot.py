@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 import time
 from typing import Any
@@ -21,10 +22,12 @@ from bot.api import OpenAIClient
 from bot.config import Settings, url_host
 from bot.conversation import Conversations
 from bot.errors import GENERIC_FAILURE, StartupError
+from bot.identity import Identity
 from bot.jobs import JobRunner
 from bot.moderation import Moderator
 from bot.records import Records
-from bot.replies import describe_error
+from bot.refusals import RefusalMemory
+from bot.replies import answer_late, describe_error, token_expiring
 from bot.spoken_replies import Speaker
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
@@ -105,6 +108,7 @@ class Bot(commands.AutoShardedBot):
     http_session: aiohttp.ClientSession
     records: Records
     gate: Gate
+    identity: Identity
     moderator: Moderator
     conversations: Conversations
     jobs: JobRunner
@@ -127,13 +131,15 @@ class Bot(commands.AutoShardedBot):
         self.settings = settings
         self._identify_buckets: int | None = None
         self.tokens = TokenCounter()
+        self.refusals = RefusalMemory()
+        self._vocabulary: asyncio.Task[None] | None = None
         self.started_at = time.monotonic()
 
     async def setup_hook(self) -> None:
         """Open the services, load the cogs, sync commands, log the invite link."""
         await self.open_services()
-        # tiktoken may try to download its vocabulary: never on the event loop.
-        await asyncio.to_thread(self.tokens.load_vocabulary)
+        # tiktoken may download its vocabulary, for minutes behind some firewalls: start-up never waits for it.
+        self._vocabulary = asyncio.create_task(self.tokens.load_in_background(), name="tiktoken-vocabulary")
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         try:
@@ -160,7 +166,9 @@ class Bot(commands.AutoShardedBot):
             api_key=self.settings.openai_api_key,
             timeout_seconds=self.settings.api_timeout_seconds,
             max_retries=self.settings.api_max_retries,
+            reasoning_models=self.settings.reasoning_models,
         )
+        self.identity = await Identity.load(self.store)
         self.records = Records(self.store)
         self.gate = Gate(self.store, self.settings, records=self.records)
         self.moderator = Moderator(self.api, self.store, self.settings, notify=self.report_to_moderators)
@@ -172,6 +180,7 @@ class Bot(commands.AutoShardedBot):
             api=self.api,
             moderator=self.moderator,
             tokens=self.tokens,
+            identity=self.identity,
         )
         self.jobs = JobRunner()
         self.jobs.start()
@@ -253,6 +262,8 @@ class Bot(commands.AutoShardedBot):
         """Drop unfinished CPU work, log out, then close the HTTP session and the database."""
         if hasattr(self, "jobs"):
             self.jobs.stop()  # first: its callers hear why while Discord can still be told
+        if self._vocabulary is not None:
+            self._vocabulary.cancel()  # only the wait: the loading thread is a daemon, and exit does not wait
         try:
             await super().close()
         finally:
@@ -282,31 +293,83 @@ class ErrorReportingTree(app_commands.CommandTree["Bot"]):
     async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
         """Map the error to words for the user and send them where the user is looking."""
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        message = describe_error(cause)
+        message = describe_command_error(interaction, cause)
         if message is None:
-            if isinstance(cause, app_commands.CheckFailure):
-                message = "🚫 You can't use this command here."
-            else:
-                command = interaction.command.qualified_name if interaction.command else "?"
-                log.error(
-                    "Command /%s failed (user %s, guild %s, channel %s)",
-                    command,
-                    interaction.user.id,
-                    interaction.guild_id,
-                    interaction.channel_id,
-                    exc_info=cause,
-                )
-                message = GENERIC_FAILURE
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error(
+                "Command /%s failed (user %s, guild %s, channel %s)",
+                command,
+                interaction.user.id,
+                interaction.guild_id,
+                interaction.channel_id,
+                exc_info=cause,
+            )
+            message = GENERIC_FAILURE
         else:
             log.info("Command failed for the user: %s", cause)
         await send_error(interaction, message)
 
 
+def describe_command_error(interaction: discord.Interaction[Any], error: BaseException) -> str | None:
+    """The words for a failed command: the bot's own errors, Discord's refusals, failed checks and option values
+    Discord let through that the bot cannot use; None for a bug."""
+    if isinstance(error, app_commands.TransformerError):
+        return _unusable_value(interaction, error)
+    if isinstance(error, app_commands.CheckFailure):
+        return describe_check_failure(error)
+    return describe_error(error)
+
+
+def describe_check_failure(error: app_commands.CheckFailure) -> str:
+    """Why a command's check refused it, in words that say what would let it run."""
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "💬 This command works only in a server."
+    if isinstance(error, app_commands.MissingPermissions):
+        return f"🔒 You need these permissions for that: {', '.join(permission_names(error.missing_permissions))}."
+    if isinstance(error, app_commands.BotMissingPermissions):
+        return f"🔒 I need these permissions here for that: {', '.join(permission_names(error.missing_permissions))}."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"⏳ That command is cooling down. Try again in {max(math.ceil(error.retry_after), 1)} s."
+    if isinstance(error, app_commands.MissingRole):
+        return f"🔒 That command needs the role {_role(error.missing_role)}."
+    if isinstance(error, app_commands.MissingAnyRole):
+        return f"🔒 That command needs one of these roles: {', '.join(map(_role, error.missing_roles))}."
+    return "🚫 You can't use this command here."
+
+
+def permission_names(names: list[str]) -> list[str]:
+    """Permissions as the Discord client names them ("manage_guild" → "Manage Server")."""
+    return [PERMISSION_NAMES.get(name) or name.replace("guild", "server").replace("_", " ").title() for name in names]
+
+
+def _role(role: int | str) -> str:
+    return f"<@&{role}>" if isinstance(role, int) else f"**{discord.utils.escape_markdown(role)}**"
+
+
+def _unusable_value(interaction: discord.Interaction[Any], error: app_commands.TransformerError) -> str:
+    """A value Discord let through that the bot cannot use, such as a channel it cannot see: which option, why."""
+    command = interaction.command
+    parameters = command.parameters if isinstance(command, app_commands.Command) else []
+    namespace = interaction.namespace
+    named = next((p for p in parameters if getattr(namespace, p.name, None) is error.value), None)
+    named = named or next((p for p in parameters if p.type is error.type), None)
+    option = f"`{named.display_name}`" if named else "an option"
+    if error.type is discord.AppCommandOptionType.channel:
+        why = "I can't see that channel (it may be archived, or private to me), or it is not a kind I can use"
+    else:
+        why = f"it is not a {error.type.name} I can use"
+    return f"⚠️ I couldn't use that value for {option}: {why}. Pick another."
+
+
 async def send_error(interaction: discord.Interaction[Any], message: str) -> None:
-    """Show an error: ephemeral before any answer, replacing the "thinking" state after a defer."""
+    """Show an error: ephemeral before any answer, replacing the "thinking" state after a defer, and as a
+    message in the channel once the interaction's token is too near its end."""
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(message, ephemeral=True)
+        elif token_expiring(interaction):
+            # Only public answers (transcriptions) run this long, so the channel may see why one failed.
+            await answer_late(interaction, message)
         else:
             await interaction.edit_original_response(content=message, attachments=[], embeds=[])
     except discord.HTTPException:

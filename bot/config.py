@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.api import MODEL_NAME
 from bot.errors import ConfigError
+from bot.models import DEFAULT_REASONING_MODELS, parse_patterns
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEVELOPER_PORTAL = "https://discord.com/developers/applications"
@@ -96,6 +98,9 @@ class Settings:
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     chat_model: str = "gpt-5-mini"
+    # CHAT_MODELS: what members may pick with /chat model: besides CHAT_MODEL (and what admins chose here).
+    chat_models: tuple[str, ...] = ()
+    reasoning_models: tuple[str, ...] = DEFAULT_REASONING_MODELS
     discord_guild_id: int | None = None
     discord_message_content: bool = True
     allow_dms: bool = False
@@ -132,6 +137,11 @@ class Settings:
     moderation_model: str = "omni-moderation-latest"
     moderation_log_channel_id: int | None = None
     prices: Mapping[str, ModelPrice] = field(default_factory=dict)
+
+    @property
+    def member_chat_models(self) -> tuple[str, ...]:
+        """The chat models any member may pick with /chat model: CHAT_MODEL first, then CHAT_MODELS."""
+        return tuple(dict.fromkeys((self.chat_model, *self.chat_models)))
 
     @property
     def max_download_bytes(self) -> int:
@@ -188,9 +198,15 @@ class Settings:
         base_url = reader.text("OPENAI_BASE_URL", OPENAI_DEFAULT_BASE_URL).rstrip("/")
         if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
             reader.problem(
-                f"OPENAI_BASE_URL must be an http(s) URL such as {OPENAI_DEFAULT_BASE_URL}, not {base_url!r}."
+                f"OPENAI_BASE_URL must be an http(s) URL such as {OPENAI_DEFAULT_BASE_URL}, "
+                f"not {public_url(base_url)!r}."
             )
         api_key = reader.text("OPENAI_API_KEY", "")
+        if api_key and urlsplit(base_url).username:
+            reader.problem(
+                "OPENAI_BASE_URL carries a user name and password, and OPENAI_API_KEY is set: a request carries one "
+                "Authorization header, so leave out one of them."
+            )
         if not api_key and base_url == OPENAI_DEFAULT_BASE_URL:
             reader.problem(
                 "OPENAI_API_KEY is required for the OpenAI API: create a key at https://platform.openai.com/api-keys "
@@ -215,6 +231,8 @@ class Settings:
                 "ANSWER_AFTER_RESTART_MINUTES", cls.answer_after_restart_minutes, minimum=0
             ),
             chat_model=reader.text("CHAT_MODEL", cls.chat_model),
+            chat_models=reader.model_names("CHAT_MODELS"),
+            reasoning_models=reader.patterns("REASONING_MODELS", DEFAULT_REASONING_MODELS),
             discord_guild_id=reader.optional_int("DISCORD_GUILD_ID"),
             discord_message_content=reader.boolean("DISCORD_MESSAGE_CONTENT", True),
             allow_dms=reader.boolean("ALLOW_DMS", False),
@@ -388,6 +406,19 @@ class _EnvReader:
             )
             return frozenset()
         return frozenset(int(part) for part in parts)
+
+    def model_names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of model names; unset means none."""
+        names = tuple(dict.fromkeys(part.strip() for part in self.env.get(name, "").split(",") if part.strip()))
+        bad = [model for model in names if not MODEL_NAME.match(model)]
+        if bad:
+            self.problem(f"{name} must be comma-separated model names such as gpt-5-mini,gpt-5; not {', '.join(bad)}.")
+            return ()
+        return names
+
+    def patterns(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Comma-separated model name patterns (`*` matches any run of characters); unset means the default."""
+        return parse_patterns(self.env.get(name, "")) or default
 
     def database_url(self, name: str) -> str:
         """sqlite:///path, or a PostgreSQL URL as platforms' add-ons give it; never echoed, as it may hold a

@@ -20,6 +20,7 @@ from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
 from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings, public_url, url_host
 from bot.errors import ApiError, ApiErrorKind, ConfigError
+from bot.render import count
 from bot.store import OutdatedSchema, PostgresStore, SqliteStore, Store, is_postgres_url
 
 EXIT_OK = 0
@@ -131,7 +132,7 @@ async def diagnose(settings: Settings, report: Report) -> int:
     if application_id is not None:
         report.line(f"\nInvite link: {Bot.invite_url(application_id)}")
     if report.problems:
-        report.line(f"\n{report.problems} problem{'s' if report.problems > 1 else ''} found.")
+        report.line(f"\n{count(report.problems, 'problem')} found.")
         return EXIT_PROBLEMS
     report.line("\nAll is well.")
     return EXIT_OK
@@ -207,6 +208,7 @@ async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSes
         return
     configured = [
         ("CHAT_MODEL", settings.chat_model),
+        *(("CHAT_MODELS", model) for model in settings.chat_models if model != settings.chat_model),
         ("IMAGE_MODEL", settings.image_model),
         ("TRANSCRIBE_MODEL", settings.transcribe_model),
     ]
@@ -251,7 +253,8 @@ async def _list_models(
         report.problem(text, fix)
         return None
     known = {str(entry.get("id")) for entry in listed.get("data") or [] if isinstance(entry, dict)}
-    report.ok(f"GET /models answered in {(time.perf_counter() - started) * 1000:.0f} ms, listing {len(known)} models.")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    report.ok(f"GET /models answered in {elapsed_ms:.0f} ms, listing {count(len(known), 'model')}.")
     if not known:
         report.note("The API lists no models, so the configured ones cannot be checked; some servers list none.")
         return None
@@ -341,10 +344,10 @@ async def check_discord(settings: Settings, gate: Gate, report: Report) -> int |
 def _check_shards(settings: Settings, guild_ids: list[int], recommended: int, report: Report) -> None:
     """The shards this process would run and the servers each would serve (Discord: at most 2,500 a shard)."""
     report.section("Shards")
-    count = settings.shard_count or recommended
-    mine = settings.shard_ids if settings.shard_ids is not None else tuple(range(count))
+    total = settings.shard_count or recommended
+    mine = settings.shard_ids if settings.shard_ids is not None else tuple(range(total))
     if settings.shard_count is None:
-        report.ok(f"SHARD_COUNT is unset: this process runs all {count} of Discord's recommended shards.")
+        report.ok(f"SHARD_COUNT is unset: this process runs all {total} of Discord's recommended shards.")
     elif settings.shard_count < recommended:
         report.problem(
             f"SHARD_COUNT={settings.shard_count}, but Discord recommends {recommended} shards for this bot's servers.",
@@ -352,16 +355,16 @@ def _check_shards(settings: Settings, guild_ids: list[int], recommended: int, re
         )
     per_shard = {shard: 0 for shard in mine}
     for guild_id in guild_ids:
-        shard = (guild_id >> 22) % count
+        shard = (guild_id >> 22) % total
         if shard in per_shard:
             per_shard[shard] += 1
     for shard, servers in per_shard.items():
-        line = f"Shard {shard} of {count}: {servers} server{'' if servers == 1 else 's'}."
+        line = f"Shard {shard} of {total}: {count(servers, 'server')}."
         if servers > MAX_GUILDS_PER_SHARD:
             report.problem(line, f"Discord allows {MAX_GUILDS_PER_SHARD:,} servers a shard: raise SHARD_COUNT.")
         else:
             report.ok(line)
-    if count > 1 and 0 in per_shard:
+    if total > 1 and 0 in per_shard:
         report.note("Direct messages arrive on shard 0 only: this process answers them.")
 
 
@@ -468,7 +471,7 @@ async def _check_guild(
             "permissions (Edit Channel → Permissions).",
         )
     if visible and not lacking:
-        report.ok(f"The bot has every permission it needs in the {visible} text channels it can see.")
+        report.ok(f"The bot has every permission it needs in the {count(visible, 'text channel')} it can see.")
     return {int(role["id"]) for role in roles}, permissions
 
 

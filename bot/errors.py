@@ -30,6 +30,16 @@ class UserError(Exception):
     """Something the user asked for cannot be done; the message is shown to them as it is."""
 
 
+class LimitReached(UserError):
+    """A per-minute limit or a daily budget refused the request: `reason` says which ("rate:user",
+    "budget:guild", …), `retry_after` in how many seconds it frees up."""
+
+    def __init__(self, message: str, reason: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class ApiErrorKind(enum.Enum):
     """What went wrong with a call to the OpenAI-compatible API, classified by status and error code."""
 
@@ -63,8 +73,10 @@ class ApiError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         model: str | None = None,
+        param: str | None = None,
     ) -> None:
         self.kind = kind
+        self.param = param  # the request field the error is about, when the API names one
         self.detail = detail
         self.status = status
         self.code = code
@@ -102,6 +114,13 @@ class ApiError(Exception):
             case ApiErrorKind.MODEL_NOT_FOUND:
                 name = f" `{self.model}`" if self.model else ""
                 return f"❓ The model{name} does not exist on the configured API. Pick another model."
+            case ApiErrorKind.BAD_REQUEST if self.param == "temperature":
+                # A reasoning model REASONING_MODELS does not name: the bot sent the temperature it was asked for.
+                name = f" `{self.model}`" if self.model else ""
+                return (
+                    f"🌡️ The model{name} takes no temperature. Ask again without one "
+                    "(the bot's owner can add the model to REASONING_MODELS)."
+                )
             case ApiErrorKind.BAD_REQUEST:
                 return "⚠️ The AI service could not handle this request. Try rephrasing it or starting afresh."
             case ApiErrorKind.SERVER_ERROR | ApiErrorKind.UNREACHABLE:

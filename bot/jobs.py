@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar, TypeVarTuple, cast
 
 from bot.errors import UserError
+from bot.render import count
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class TooManyJobs(UserError):
     """The member already has as many jobs queued or running as one member may."""
 
     def __init__(self, limit: int) -> None:
-        files = "1 file" if limit == 1 else f"{limit} files"
-        super().__init__(f"⏳ You already have {files} being processed; wait for them to finish.")
+        them = "it" if limit == 1 else "them"
+        super().__init__(f"⏳ You already have {count(limit, 'file')} being processed; wait for {them} to finish.")
 
 
 class QueueFull(UserError):
@@ -68,7 +69,7 @@ class QueueFull(UserError):
             super().__init__("⏳ That file would take me too long to process. Send a shorter or smaller one.")
         else:
             minutes = max(1, math.ceil(wait_seconds / 60))
-            when = "in a minute" if minutes == 1 else f"in {minutes} minutes"
+            when = "in a minute" if minutes == 1 else f"in {count(minutes, 'minute')}"
             super().__init__(f"⏳ I'm busy with other people's files right now. Please try again {when}.")
 
 

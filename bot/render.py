@@ -85,6 +85,25 @@ def thread_name(prompt: str) -> str:
     return cleaned or "Conversation"
 
 
+def plural(number: float | str, singular: str, plural_form: str | None = None) -> str:
+    """The noun that agrees with `number` (a figure or its text): singular for exactly 1, else the plural.
+
+    The plural is `singular` + "s" unless given ("minute of audio" → "minutes of audio").
+    """
+    one = number == "1" if isinstance(number, str) else number == 1
+    return singular if one else plural_form or f"{singular}s"
+
+
+def count(number: float, singular: str, plural_form: str | None = None, *, spec: str = ",") -> str:
+    """A number and its noun, agreeing: count(1, "image") → "1 image", count(1500, "token") → "1,500 tokens".
+
+    `spec` formats the number (",.1f" for tenths); the noun agrees with the number as shown, so 1.0 minutes
+    reads "1.0 minutes" and 1 minute "1 minute".
+    """
+    shown = format(number, spec)
+    return f"{shown} {plural(shown, singular, plural_form)}"
+
+
 def truncate(text: str, limit: int) -> str:
     """Text cut to at most `limit` characters, marked with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -12,6 +15,9 @@ log = logging.getLogger(__name__)
 ENCODING_NAME = "o200k_base"
 # Chat formatting costs a few tokens per message beyond its text (role, separators).
 TOKENS_PER_MESSAGE = 4
+# tiktoken downloads its vocabulary without a timeout: behind a firewall that drops packets that takes minutes.
+# The bot never waits for it; past this it says the counts stay estimates until the vocabulary arrives.
+VOCABULARY_TIMEOUT_SECONDS = 30.0
 
 
 def estimate_tokens(text: str) -> int:
@@ -36,9 +42,34 @@ class TokenCounter:
             import tiktoken
 
             self._encode = tiktoken.get_encoding(ENCODING_NAME).encode_ordinary
+            log.info("Token counts come from tiktoken's %s", ENCODING_NAME)
         except Exception as exc:  # any failure (no network, no package) means the estimate is used
             log.warning(
                 "Token counts are estimated: tiktoken could not load %s (%s)", ENCODING_NAME, type(exc).__name__
+            )
+
+    async def load_in_background(self, wait_seconds: float = VOCABULARY_TIMEOUT_SECONDS) -> None:
+        """Load the vocabulary in a daemon thread (exit never waits for it) and wait up to `wait_seconds` for it;
+        counts are estimates until it is there, however long that takes."""
+        loop = asyncio.get_running_loop()
+        loaded: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not loaded.done():
+                loaded.set_result(None)
+
+        def load() -> None:
+            self.load_vocabulary()
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting any more
+                loop.call_soon_threadsafe(finished)
+
+        threading.Thread(target=load, name="tiktoken-vocabulary", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(loaded), wait_seconds)
+        except TimeoutError:
+            log.warning(
+                "tiktoken's vocabulary did not load within %.0f s; token counts are estimated until it does",
+                wait_seconds,
             )
 
     def count(self, text: str) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bot.config import Limits, ModelPrice
+from bot.render import count
 from bot.store import UsageSum, UsageTotals
 
 TOP_USERS = 5
@@ -79,10 +80,10 @@ def describe_totals(totals: Mapping[str, UsageTotals], limits: Mapping[str, int]
     speech = totals.get("speech", UsageTotals())
     limits = limits or {}
     parts = [
-        f"chat {chat.tokens:,}{_of(limits.get('chat'))} tokens",
-        f"{images.images:,}{_of(limits.get('images'))} images",
-        f"{audio.audio_seconds / 60:,.1f}{_of(limits.get('audio'))} minutes of audio",
-        f"{speech.speech_characters:,}{_of(limits.get('speech'))} characters of speech",
+        "chat " + _used(chat.tokens, limits.get("chat"), "token"),
+        _used(images.images, limits.get("images"), "image"),
+        _used(audio.audio_seconds / 60, limits.get("audio"), "minute of audio", "minutes of audio", spec=",.1f"),
+        _used(speech.speech_characters, limits.get("speech"), "character of speech", "characters of speech"),
     ]
     return " · ".join(parts)
 
@@ -145,5 +146,8 @@ def rank_users(rows: Iterable[UsageSum], prices: Mapping[str, ModelPrice]) -> li
     return sorted(per_user.items(), key=weight, reverse=True)
 
 
-def _of(limit: int | None) -> str:
-    return f" of {limit:,}" if limit else ""
+def _used(amount: float, limit: int | None, singular: str, plural_form: str | None = None, *, spec: str = ",") -> str:
+    """ "3 images", or against a limit "3 of 10 images": the noun agrees with the last number said."""
+    if not limit:
+        return count(amount, singular, plural_form, spec=spec)
+    return f"{amount:{spec}} of {count(limit, singular, plural_form)}"

@@ -19,7 +19,7 @@ from bot.api import MODEL_NAME, OpenAIClient
 from bot.bot import Bot
 from bot.config import Limits
 from bot.errors import ApiError, UserError
-from bot.render import MESSAGE_LIMIT, truncate
+from bot.render import MESSAGE_LIMIT, count, truncate
 from bot.store import utc_now
 from bot.usage import guild_report, own_report
 
@@ -175,10 +175,8 @@ class Admin(commands.Cog):
         parts = []
         for shard_id, shard in sorted(self.bot.shards.items()):
             latency = "not connected" if math.isinf(shard.latency) else f"{shard.latency * 1000:.0f} ms"
-            count = servers.get(shard_id, 0)
-            parts.append(f"shard {shard_id}: {latency}, {count} server{'' if count == 1 else 's'}")
-        total = self.bot.shard_count or 1
-        return f"{total} shard{'' if total == 1 else 's'} in all" + (f"; {' · '.join(parts)}" if parts else "")
+            parts.append(f"shard {shard_id}: {latency}, {count(servers.get(shard_id, 0), 'server')}")
+        return f"{count(self.bot.shard_count or 1, 'shard')} in all" + (f"; {' · '.join(parts)}" if parts else "")
 
     @settings_group.command(name="show", description="Show the settings in force for this server and a channel.")
     @app_commands.describe(channel="The channel to show (default: this one)")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import parent_id_of, role_ids_of
-from bot.api import MODEL_NAME
+from bot.access import Feature, parent_id_of, role_ids_of
 from bot.bot import Bot, missing_permissions
 from bot.conversation import Place, Question
 from bot.errors import UserError
@@ -33,12 +33,35 @@ IN_CHANNEL_PERMISSIONS = ["send_messages", "read_message_history"]
 NOT_ALLOWED = "🚫 Only the member who opened this conversation, or members with Manage Messages here, can do that."
 NO_DMS = "I don't chat in direct messages. Mention me in a server channel instead."
 TURN_MESSAGE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+MAX_CHOICES = 25  # Discord's limit for autocomplete
+# What a bare mention is told about, in this order, where the command exists and its feature is on.
+GREETING_COMMANDS = ("chat", "image", "transcribe", "speak")
+COMMAND_FEATURES: dict[str, Feature] = {"chat": "chat", "image": "images", "transcribe": "audio"}
 
 
 def prompt_display(user: discord.abc.User, prompt: str) -> str:
     """The message that shows what was asked (mentions render but ping nobody: the client allows none)."""
     header = f"💬 {user.mention} asked:\n"
     return header + truncate(prompt, MESSAGE_LIMIT - len(header))
+
+
+def greeting(name: str, commands: Sequence[tuple[str, str]]) -> str:
+    """What the bot says to a bare mention: how to talk to it, and its commands that work here."""
+    lines = [f"👋 Hi! I'm {discord.utils.escape_markdown(name)}. Mention me with a question and I'll answer it."]
+    lines += [f"- `/{command}`: {description}" for command, description in commands]
+    return "\n".join(lines)
+
+
+def model_choices(models: Sequence[str], typed: str) -> list[app_commands.Choice[str]]:
+    """The models whose names contain what was typed (any case), as autocomplete choices: at most 25."""
+    wanted = typed.strip().casefold()
+    matching = [model for model in models if wanted in model.casefold()]
+    return [app_commands.Choice(name=model, value=model) for model in matching[:MAX_CHOICES]]
+
+
+def _place_of(channel: object) -> tuple[int | None, int | None]:
+    """(channel id, parent id) of an interaction's channel, for the gate's per-channel settings."""
+    return (channel.id if isinstance(channel, discord.abc.Snowflake) else None), parent_id_of(channel)
 
 
 class Chat(commands.Cog):
@@ -62,11 +85,14 @@ class Chat(commands.Cog):
         temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
     ) -> None:
         """Open a conversation thread in a text channel, or continue the conversation where it is asked."""
-        channel = self._chat_channel(interaction, model)
+        channel = self._chat_channel(interaction)
         # Its place in the channel's order, before the first await: turns typed meanwhile come after it.
         in_place = not isinstance(channel, discord.TextChannel)
         place = self.engine.arrive(interaction.channel_id or 0) if in_place else None
         try:
+            if model is not None:  # only the models members may pick here, checked before anything is spent
+                here, parent = _place_of(channel)
+                model = await self.bot.gate.check_chat_model(model, interaction.guild_id, here, parent_id=parent)
             question = self._question(interaction, channel, prompt, model, temperature)
             admission = await self.engine.admit(question, role_ids=role_ids_of(interaction.user), moderate=False)
             await interaction.response.defer(thinking=True)
@@ -85,10 +111,17 @@ class Chat(commands.Cog):
         answer = await self.engine.answer(place, question, admission, ChannelSurface(channel))
         await self.bot.speaker.after_answer(question, answer, channel=channel, author=interaction.user)
 
-    def _chat_channel(self, interaction: discord.Interaction[Bot], model: str | None) -> discord.abc.Messageable:
-        """Where /chat answers, once the request and the bot's permissions there are checked."""
-        if model is not None and not MODEL_NAME.match(model):
-            raise UserError("That model name has characters model names never have. Try one like `gpt-5-mini`.")
+    @chat.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction[Bot], typed: str) -> list[app_commands.Choice[str]]:
+        """The models a member may pick here, as they type (Discord shows at most 25)."""
+        if interaction.user.id in self.bot.settings.blocked_user_ids:
+            return []
+        here, parent = _place_of(interaction.channel)
+        allowed = await self.bot.gate.chat_models_here(interaction.guild_id, here, parent_id=parent)
+        return model_choices(allowed, typed)
+
+    def _chat_channel(self, interaction: discord.Interaction[Bot]) -> discord.abc.Messageable:
+        """Where /chat answers, once the bot's permissions there are checked."""
         channel = interaction.channel
         if channel is None or (interaction.guild is None and not self.bot.settings.allow_dms):
             raise UserError("I don't chat in direct messages here. Use /chat in a server channel.")
@@ -178,9 +211,11 @@ class Chat(commands.Cog):
             channel_id, None if restore_default else prompt, guild_id=interaction.guild_id
         )
         where = "thread" if isinstance(interaction.channel, discord.Thread) else "channel"
-        what = "back to the default" if restore_default else "changed"
+        done = f"changed this {where}'s system prompt"
+        if restore_default:
+            done = f"set this {where}'s system prompt back to the default"
         await interaction.response.send_message(
-            f"📝 {interaction.user.mention} set this {where}'s system prompt {what}. It applies from the next message."
+            f"📝 {interaction.user.mention} {done}. It applies from the next message."
         )
 
     def _require_channel_id(self, interaction: discord.Interaction[Bot]) -> int:
@@ -226,10 +261,12 @@ class Chat(commands.Cog):
 
     async def _take_turn(self, place: Place, message: discord.Message, *, in_conversation: bool) -> None:
         if message.guild is None and not self.bot.settings.allow_dms:
-            await message.reply(NO_DMS, mention_author=False)
+            await reply_with_refusal(message, UserError(NO_DMS), refusals=self.bot.refusals)
             return
         text = self._strip_own_mention(message.content).strip()
         if not text:
+            if message.content.strip() and not message.attachments:
+                await self._greet(message)  # a bare mention: people ping a bot to see what it does
             return  # without the message-content intent, messages not addressed to the bot arrive empty
         guild_id = message.guild.id if message.guild else None
         if not await self.bot.gate.enabled_here(
@@ -248,7 +285,7 @@ class Chat(commands.Cog):
         try:
             admission = await self.engine.admit(question, role_ids=role_ids_of(message.author))
         except Exception as error:
-            await reply_with_refusal(message, error)
+            await reply_with_refusal(message, error, refusals=self.bot.refusals)
             return
         # In its own threads the bot just answers; elsewhere it replies to the message it answers.
         surface = ChannelSurface(message.channel, reply_to=None if in_conversation else message)
@@ -258,6 +295,43 @@ class Chat(commands.Cog):
         await self.bot.speaker.after_answer(
             question, answer, channel=message.channel, author=message.author, reply_to=reply_to
         )
+
+    async def _greet(self, message: discord.Message) -> None:
+        """Answer a message that only mentions the bot with what it can do here; it posts, so it counts."""
+        guild_id, channel_id = (message.guild.id if message.guild else None), message.channel.id
+        parent_id = parent_id_of(message.channel)
+        if not await self.bot.gate.enabled_here("chat", guild_id, channel_id, parent_id=parent_id):
+            return
+        try:
+            admission = await self.bot.gate.admit(
+                "chat",
+                user_id=message.author.id,
+                role_ids=role_ids_of(message.author),
+                guild_id=guild_id,
+                channel_id=channel_id,
+                parent_id=parent_id,
+            )
+        except UserError as error:
+            await reply_with_refusal(message, error, refusals=self.bot.refusals)
+            return
+        await admission.release()  # the greeting uses no budget, only its slot of the per-minute limit
+        offered = await self._commands_here(guild_id, channel_id, parent_id)
+        me = self.bot.user.display_name if self.bot.user else "the bot"
+        await message.reply(greeting(me, offered), mention_author=False)
+
+    async def _commands_here(
+        self, guild_id: int | None, channel_id: int, parent_id: int | None
+    ) -> list[tuple[str, str]]:
+        """(name, description) of the commands a greeting names: those loaded whose feature is on here."""
+        offered = []
+        for name in GREETING_COMMANDS:
+            command = self.bot.tree.get_command(name)
+            feature = COMMAND_FEATURES.get(name)
+            if not isinstance(command, app_commands.Command | app_commands.Group):
+                continue
+            if feature is None or await self.bot.gate.enabled_here(feature, guild_id, channel_id, parent_id=parent_id):
+                offered.append((name, command.description))
+        return offered
 
     def _strip_own_mention(self, content: str) -> str:
         if self.bot.user is None:

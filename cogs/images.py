@@ -11,7 +11,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import Admission, parent_id_of, role_ids_of
-from bot.api import safety_identifier
 from bot.bot import Bot, missing_permissions
 from bot.errors import UserError
 from bot.images import (
@@ -215,7 +214,7 @@ class Images(commands.Cog):
             model=model,
             count=count,
             size=size,
-            user=safety_identifier(interaction.user.id),
+            user=self.bot.identity.safety_identifier(interaction.user.id),
         )
 
     async def _deliver(

@@ -85,7 +85,7 @@ class Recovery(commands.Cog):
             )
         except Exception as error:
             if reply_to is not None:
-                await reply_with_refusal(await channel.fetch_message(reply_to.id), error)
+                await reply_with_refusal(await channel.fetch_message(reply_to.id), error, refusals=self.bot.refusals)
             return
         log.info("Answering again the question %s that a restart interrupted in channel %s", turn.id, channel.id)
         await engine.resume(interrupted, question, admission, ChannelSurface(channel, reply_to=reply_to))

@@ -19,8 +19,15 @@ from bot.audio import Progress, ProgressCallback, Stage, Transcriber, Transcript
 from bot.bot import Bot
 from bot.conversation import Place, Question
 from bot.errors import GENERIC_FAILURE, UserError
-from bot.render import MESSAGE_LIMIT, split_message, truncate
-from bot.replies import ChannelSurface, describe_error, reply_with_refusal, typing_in
+from bot.render import MESSAGE_LIMIT, count, split_message, truncate
+from bot.replies import (
+    ChannelSurface,
+    answer_late,
+    describe_error,
+    reply_with_refusal,
+    token_expiring,
+    typing_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,7 @@ def render_transcript(transcript: Transcript, subject: str, filename: str) -> Tr
         first, *rest = split_message(body, MESSAGE_LIMIT - len(header) - 1)
         return TranscriptView([f"{header}\n{first}", *rest])
     preview = discord.utils.escape_markdown(truncate(text, PREVIEW_CHARS))
-    note = f"-# {len(text):,} characters: the whole transcript is attached."
+    note = f"-# {count(len(text), 'character')}: the whole transcript is attached."
     return TranscriptView([f"{header}\n{preview}\n{note}"], f"{upload_stem(filename)}-transcript.txt", text)
 
 
@@ -236,8 +243,8 @@ class Transcription(commands.Cog):
             filename = self._checked_filename(attachment)
             admission = await self._admit(message.author, message.channel, guild_id, attachment)
         except UserError as refusal:
-            if route == "turn":  # they spoke to the bot: say why it doesn't answer
-                await self._report_voice_failure(message, refusal)
+            if route == "turn":  # they spoke to the bot: say why it doesn't answer (once while it holds)
+                await reply_with_refusal(message, refusal, refusals=self.bot.refusals)
             else:  # nobody asked; a refusal under every voice message in the channel would be noise
                 log.info("Voice message %s not transcribed automatically: %s", message.id, refusal)
             return
@@ -294,7 +301,7 @@ class Transcription(commands.Cog):
             # The voice message was counted as one request when it was let through for transcription.
             admission = await engine.admit(question, role_ids=role_ids_of(message.author), counts_as_request=False)
         except Exception as error:
-            await reply_with_refusal(message, error)
+            await reply_with_refusal(message, error, refusals=self.bot.refusals)
             return
         answer = await engine.answer(place, question, admission, ChannelSurface(message.channel, reply_to=message))
         await self.bot.speaker.after_answer(
@@ -352,11 +359,7 @@ class Transcription(commands.Cog):
                 on_progress=_progress_editor(interaction),
             )
         view = render_transcript(transcript, describe_subject(filename, voice=attachment.is_voice_message()), filename)
-        first, *rest = view.messages
-        file = _text_file(view)
-        await interaction.edit_original_response(content=first, attachments=[file] if file else [])
-        for chunk in rest:
-            await interaction.followup.send(chunk)
+        await _deliver(interaction, view)
 
     def _checked_filename(self, attachment: discord.Attachment) -> str:
         """The name to transcribe the attachment under, once it passed the checks made before downloading."""
@@ -429,6 +432,20 @@ def _progress_editor(interaction: discord.Interaction[Bot]) -> ProgressCallback:
                 await interaction.edit_original_response(content=text)
 
     return show
+
+
+async def _deliver(interaction: discord.Interaction[Bot], view: TranscriptView) -> None:
+    """Show the transcript as the command's answer, or in the channel when the answer's token is nearly spent."""
+    first, *rest = view.messages
+    file = _text_file(view)
+    if token_expiring(interaction):
+        message = await answer_late(interaction, first, files=[file] if file else [])
+        for chunk in rest:
+            await message.channel.send(chunk)
+        return
+    await interaction.edit_original_response(content=first, attachments=[file] if file else [])
+    for chunk in rest:
+        await interaction.followup.send(chunk)
 
 
 def _text_file(view: TranscriptView) -> discord.File | None:

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from bot.render import count
+
 # Chat models take these picture types (OpenAI: PNG, JPEG, WebP, non-animated GIF).
 PICTURE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
 PICTURE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "jpe", "jfif", "webp", "gif"})
@@ -152,8 +154,8 @@ def plan_attachments(files: Sequence[SharedFile], limits: AttachmentLimits, *, v
     if unseen:
         notes.append(f"The model here can't see pictures, so I left out {join_names(unseen)}.")
     if extra:
-        most = limits.max_pictures
-        notes.append(f"I look at {most} pictures per message at most, so I left out {join_names(extra)}.")
+        most = count(limits.max_pictures, "picture")
+        notes.append(f"I look at {most} per message at most, so I left out {join_names(extra)}.")
     return AttachmentPlan(tuple(read), tuple(media), tuple(notes))
 
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.access import Admission, Gate
-from bot.api import ChatRequest, ChatResult, OpenAIClient, safety_identifier
+from bot.api import ChatRequest, ChatResult, OpenAIClient
 from bot.config import Settings
 from bot.conversation.history import History
 from bot.conversation.order import Place, TurnOrder
 from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, describe_expected
+from bot.identity import Identity
 from bot.moderation import Moderator, withheld_note
 from bot.records import Records
 from bot.render import with_notes
@@ -34,6 +35,11 @@ NOTE_LENGTH = "The answer was cut off: it reached the length limit."
 NOTE_FILTERED = "The provider's content filter stopped this answer."
 NOTE_REFUSED = "The model declined to answer."
 NOTE_EMPTY = "The model returned no text."
+# A reasoning model's thinking counts against max_completion_tokens: it can use all of them before a word shows.
+NOTE_THOUGHT_OUT = (
+    "The model spent its whole answer budget thinking and wrote nothing to show. "
+    "Ask for something smaller, or the bot's owner can raise MAX_ANSWER_TOKENS."
+)
 
 
 @dataclass(frozen=True)
@@ -60,19 +66,21 @@ class Interrupted:
     cut_answer: Turn | None = None
 
 
-def answer_notes(result: ChatResult, *, omitted_older: bool) -> list[str]:
-    """The short notes shown under an answer."""
+def answer_notes(result: ChatResult, *, omitted_older: bool, model: str = "") -> list[str]:
+    """The short notes shown under an answer (`model`: the one asked, named where a note is about it)."""
     notes = []
     if result.refusal:
         notes.append(NOTE_REFUSED)
     if result.finish_reason == "length":
-        notes.append(NOTE_LENGTH)
+        notes.append(NOTE_LENGTH if result.text or result.refusal else NOTE_THOUGHT_OUT)
     elif result.finish_reason == "content_filter":
         notes.append(NOTE_FILTERED)
     if not (result.text or result.refusal) and result.finish_reason != "length":
         notes.append(NOTE_EMPTY)
     if omitted_older:
         notes.append(NOTE_OMITTED)
+    if result.temperature_ignored:
+        notes.append(f"{model or 'This model'} takes no temperature; it answered at its default.")
     return notes
 
 
@@ -89,8 +97,10 @@ class Conversations:
         api: OpenAIClient,
         moderator: Moderator,
         tokens: TokenCounter,
+        identity: Identity,
     ) -> None:
         self._settings = settings
+        self._identity = identity
         self._store = store
         self._records = records
         self._gate = gate
@@ -278,7 +288,14 @@ class _Answer:
         history = await engine.history.load(asked.channel_id)
         budget = settings.context_token_budget - settings.max_answer_tokens
         for attempt in range(2):
-            window = build_window(history.turns, system_prompt, budget, engine._tokens, more_in_store=history.has_older)
+            window = build_window(
+                history.turns,
+                system_prompt,
+                budget,
+                engine._tokens,
+                more_in_store=history.has_older,
+                name_of=engine._identity.message_name,
+            )
             self._window = window
             try:
                 await self._stream(self._request(window))
@@ -296,7 +313,7 @@ class _Answer:
             messages=window.messages,
             max_completion_tokens=self._engine._settings.max_answer_tokens,
             temperature=self._asked.temperature,
-            safety_identifier=safety_identifier(self._asked.author_id),
+            safety_identifier=self._engine._identity.safety_identifier(self._asked.author_id),
         )
 
     async def _stream(self, request: ChatRequest) -> None:
@@ -325,12 +342,16 @@ class _Answer:
             # A withheld answer stays out of the history too, so the model never builds on it.
             await self._abandon(usage)
             shown = (
-                withheld_note(verdict) if verdict.flagged else with_notes("", answer_notes(result, omitted_older=False))
+                withheld_note(verdict)
+                if verdict.flagged
+                else with_notes("", answer_notes(result, omitted_older=False, model=self._model))
             )
             await self._reply.finish(shown)
             return None
         await self._write(answer, usage=usage)
-        await self._reply.finish(with_notes(answer, answer_notes(result, omitted_older=window.omitted_older)))
+        await self._reply.finish(
+            with_notes(answer, answer_notes(result, omitted_older=window.omitted_older, model=self._model))
+        )
         return answer
 
     def _usage(self, window: Window) -> UsageRecord:

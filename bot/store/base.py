@@ -281,6 +281,10 @@ class Store(Protocol):
         """Store a value and return the one it replaced, atomically: of processes swapping in the same value at
         once, exactly one sees the old one."""
 
+    async def setdefault_meta(self, key: str, value: str) -> str:
+        """The value kept at `key`, storing `value` first if there is none: of processes doing this at once,
+        all get the one value stored first."""
+
     async def reserve(self, reservation: Reservation) -> Reserved | Refusal:
         """Check the request against its budgets and rates and, if it fits, count it and hold its amount:
         one transaction, so requests in any process at the same time cannot share the last of a limit."""

@@ -344,6 +344,12 @@ class PostgresStore:
             await connection.execute("UPDATE meta SET value = $2 WHERE key = $1", key, value)
         return str(old) or None
 
+    async def setdefault_meta(self, key: str, value: str) -> str:
+        """The value kept at `key`, storing `value` first if there is none (a racing insert loses quietly)."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING", key, value)
+            return str(await connection.fetchval("SELECT value FROM meta WHERE key = $1", key))
+
     # -- limits and usage ---------------------------------------------------------------------------------
 
     async def reserve(self, reservation: Reservation) -> Reserved | Refusal:

@@ -405,6 +405,15 @@ class SqliteStore:
 
         return await self._writer.run(_transaction(swap))
 
+    async def setdefault_meta(self, key: str, value: str) -> str:
+        """The value kept at `key`, storing `value` first if there is none, in one transaction."""
+
+        def setdefault(db: sqlite3.Connection) -> str:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+            return str(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+        return await self._writer.run(_transaction(setdefault))
+
     # -- limits and usage ---------------------------------------------------------------------------------
 
     async def reserve(self, reservation: Reservation) -> Reserved | Refusal:

@@ -231,6 +231,17 @@ async def test_images_are_admitted_while_the_ones_asked_for_fit_the_budget(
     assert "You have used today's image allowance (10 images)" in await refusal(gate, "images", images=1)
 
 
+async def test_a_budget_of_one_is_worded_in_the_singular(make_gate: GateFactory, store: Store) -> None:
+    gate = make_gate(USER_DAILY_IMAGES="2", USER_REQUESTS_PER_MINUTE="1")
+    assert "That needs 3 images; you have 2 of today's 2 left" in await refusal(gate, "images", images=3)
+    await store.record_usage(UsageRecord("images", "gpt-image-2", USER, GUILD, CHANNEL, images=1))
+    assert "That needs 2 images; you have 1 of today's 2 left" in await refusal(gate, "images", images=2)
+    one = make_gate(USER_DAILY_IMAGES="1", USER_REQUESTS_PER_MINUTE="1")
+    assert "You have used today's image allowance (1 image)." in await refusal(one, "images", images=1)
+    await admit(one, "chat")
+    assert "you can make 1 request a minute" in await refusal(one, "chat")
+
+
 async def test_requests_in_flight_hold_their_share_of_the_budget(make_gate: GateFactory) -> None:
     gate = make_gate(USER_DAILY_IMAGES="10", GUILD_DAILY_IMAGES="0", USER_REQUESTS_PER_MINUTE="0")
 
@@ -458,3 +469,19 @@ async def test_the_reset_time_is_a_discord_timestamp_of_the_next_midnight(
     stamp = re.search(r"<t:(\d+):R>", message)
     assert stamp is not None
     assert datetime.fromtimestamp(int(stamp.group(1)), UTC) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+async def test_members_may_pick_the_chat_models_admins_chose_where_they_chose_them(
+    make_gate: GateFactory, records: Records
+) -> None:
+    gate = make_gate(CHAT_MODELS="gpt-4.1")
+    await records.update_guild_settings(GUILD, {"models": {"chat": "gpt-5"}})
+    await records.update_channel_settings(CHANNEL, {"models": {"chat": "o3"}}, guild_id=GUILD)
+    assert await gate.chat_models_here(GUILD, CHANNEL) == ("gpt-5-mini", "gpt-4.1", "o3", "gpt-5")
+    assert await gate.chat_models_here(GUILD, THREAD, parent_id=CHANNEL) == ("gpt-5-mini", "gpt-4.1", "o3", "gpt-5")
+    assert await gate.chat_models_here(OTHER_GUILD, OTHER_CHANNEL) == ("gpt-5-mini", "gpt-4.1")
+    assert await gate.check_chat_model(" o3 ", GUILD, CHANNEL) == "o3"
+    with pytest.raises(UserError, match=re.escape("❓ `o3` isn't a model you can pick here. Pick one of: `gpt-5-m")):
+        await gate.check_chat_model("o3", OTHER_GUILD, OTHER_CHANNEL)
+    with pytest.raises(UserError, match=re.escape("❓ That isn't a model you can pick here.")):
+        await gate.check_chat_model("@everyone `x`", GUILD, CHANNEL)  # not echoed: it is no model name

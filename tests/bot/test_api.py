@@ -105,14 +105,39 @@ async def test_temperature_is_sent_when_set(client: OpenAIClient, fake_openai: F
     assert fake_openai.requests_to(CHAT)[0].json["temperature"] == 0.7
 
 
-async def test_a_reasoning_model_refuses_a_temperature_as_a_bad_request(
+async def test_a_reasoning_model_is_sent_no_temperature_and_the_result_says_so(
     client: OpenAIClient, fake_openai: FakeOpenAI
 ) -> None:
-    with pytest.raises(ApiError) as caught:
-        await complete(client, request(model="gpt-5-mini", temperature=0.7))
-    assert (caught.value.kind, caught.value.code) == (ApiErrorKind.BAD_REQUEST, "unsupported_value")
-    assert "temperature" in caught.value.detail
-    assert len(fake_openai.requests_to(CHAT)) == 1  # a 400 is never retried
+    result = await complete(client, request(model="gpt-5-mini", temperature=0.7))
+    assert "temperature" not in fake_openai.requests_to(CHAT)[0].json
+    assert result.text == "Echo: Ann: Hello" and result.temperature_ignored
+    assert not (await complete(client, request(model="gpt-5-mini"))).temperature_ignored  # none was asked for
+
+
+async def test_which_models_reason_is_the_owners_setting(fake_openai: FakeOpenAI) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = OpenAIClient(
+            session,
+            base_url=fake_openai.base_url,
+            api_key=KEY,
+            timeout_seconds=1,
+            max_retries=0,
+            reasoning_models=("my-thinker*",),
+        )
+        assert not client.takes_temperature("My-Thinker-2") and client.takes_temperature("gpt-4.1")
+        await complete(client, request(model="my-thinker-2", temperature=0.3))
+        assert "temperature" not in fake_openai.requests_to(CHAT)[-1].json
+        # gpt-5-mini reasons, but these patterns do not say so: the API's 400 names the temperature.
+        with pytest.raises(ApiError) as caught:
+            await complete(client, request(model="gpt-5-mini", temperature=0.7))
+    assert (caught.value.kind, caught.value.code, caught.value.param) == (
+        ApiErrorKind.BAD_REQUEST,
+        "unsupported_value",
+        "temperature",
+    )
+    assert "`gpt-5-mini` takes no temperature" in caught.value.user_message()
+    assert "REASONING_MODELS" in caught.value.user_message()
+    assert len(fake_openai.requests_to(CHAT)) == 2  # a 400 is never retried
 
 
 async def test_stream_yields_the_text_piece_by_piece_with_usage(client: OpenAIClient, fake_openai: FakeOpenAI) -> None:
@@ -408,3 +433,34 @@ def _tiny_png_data_url() -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (2, 1), (200, 10, 10)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def test_a_password_in_the_base_url_is_sent_as_basic_auth_and_never_shown(
+    fake_openai: FakeOpenAI, sleeps: SleepRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with_password = fake_openai.base_url.replace("http://", "http://proxy-user:proxy-pass@")
+    async with aiohttp.ClientSession() as session:
+        client = OpenAIClient(session, base_url=with_password, api_key="", timeout_seconds=1, max_retries=0)
+        with pytest.raises(ApiError) as refused:  # the fake wants its Bearer key: the Basic auth is refused
+            await client.get_json("/models")
+        unreachable = OpenAIClient(
+            session,
+            base_url="http://proxy-user:proxy-pass@127.0.0.1:9/v1",
+            api_key="",
+            timeout_seconds=1,
+            max_retries=1,
+            sleep=sleeps,
+        )
+        with pytest.raises(ApiError) as failed:
+            await unreachable.get_json("/models")
+    sent = fake_openai.requests[0].headers["Authorization"]
+    assert sent == "Basic " + base64.b64encode(b"proxy-user:proxy-pass").decode()
+    assert refused.value.kind is ApiErrorKind.BAD_KEY and failed.value.kind is ApiErrorKind.UNREACHABLE
+    shown = [str(refused.value), str(failed.value), refused.value.user_message(), caplog.text]
+    assert len(sleeps.delays) == 1 and "retry 1" in caplog.text
+    assert not [text for text in shown if "proxy-pass" in text]
+    # A server's error text quoting the URL back is redacted like the key.
+    assert client.redact("upstream http://proxy-user:proxy-pass@host refused") == (
+        "upstream http://proxy-user:[redacted]@host refused"
+    )

@@ -317,3 +317,9 @@ def test_a_turn_past_its_deadline_names_the_files_left_unread() -> None:
 
     assert [shared.filename for shared in read.texts] == ["a.txt"]
     assert read.notes == ("I ran out of time before reading `b.txt`.",)
+
+
+def test_a_limit_of_one_picture_is_worded_in_the_singular() -> None:
+    files = [SharedFile("a.png", "image/png", 10), SharedFile("b.png", "image/png", 10)]
+    plan = plan_attachments(files, AttachmentLimits(max_pictures=1, max_download_bytes=100_000_000), vision=True)
+    assert plan.notes == ("I look at 1 picture per message at most, so I left out `b.png`.",)

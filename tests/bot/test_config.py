@@ -227,6 +227,7 @@ def test_the_summary_names_models_host_database_and_features_in_one_short_line()
     settings = Settings.from_env(
         {
             **MINIMAL,
+            "OPENAI_API_KEY": "",  # the proxy's password is the credential
             "OPENAI_BASE_URL": "https://proxy-user:proxy-pass@llm.example.com:8443/v1",
             "CHAT_MODEL": "llama-3.3",
             "ALLOW_DMS": "true",
@@ -256,3 +257,33 @@ def test_the_summary_never_shows_the_database_password_or_any_secret() -> None:
 def test_urls_are_printed_without_credentials() -> None:
     assert url_host("https://user:secret@[::1]:8080/v1") == "[::1]:8080"
     assert public_url("https://user:secret@api.example.com/v1?api-key=secret") == "https://api.example.com/v1"
+
+
+def test_chat_models_and_reasoning_models_are_parsed() -> None:
+    defaults = Settings.from_env(MINIMAL)
+    assert defaults.member_chat_models == ("gpt-5-mini",)
+    assert defaults.reasoning_models == ("gpt-5*", "o1*", "o3*", "o4*")
+    settings = Settings.from_env(
+        {**MINIMAL, "CHAT_MODELS": "gpt-5, gpt-5-mini,gpt-4.1", "REASONING_MODELS": "gpt-5*, my-thinker-*"}
+    )
+    assert settings.member_chat_models == ("gpt-5-mini", "gpt-5", "gpt-4.1")  # CHAT_MODEL first, once
+    assert settings.reasoning_models == ("gpt-5*", "my-thinker-*")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "CHAT_MODELS": "gpt-5,gpt 4o"})
+    assert caught.value.problems == [
+        "CHAT_MODELS must be comma-separated model names such as gpt-5-mini,gpt-5; not gpt 4o."
+    ]
+
+
+def test_a_refused_base_url_is_not_echoed_with_its_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "OPENAI_BASE_URL": "ftp://proxy-user:proxy-pass@llm.example.com/v1?key=k-123"})
+    assert "proxy-pass" not in caught.value.report() and "k-123" not in caught.value.report()
+    assert "ftp://llm.example.com/v1" in caught.value.report()
+
+
+def test_a_password_in_the_base_url_and_an_api_key_cannot_both_be_sent() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**MINIMAL, "OPENAI_BASE_URL": "https://proxy-user:proxy-pass@llm.example.com/v1"})
+    assert "a request carries one Authorization header" in caught.value.report()
+    assert "proxy-pass" not in caught.value.report()

@@ -13,6 +13,7 @@ from bot.access import Gate
 from bot.api import OpenAIClient
 from bot.config import Settings
 from bot.conversation import NOTE_OMITTED, Conversations, Question
+from bot.identity import Identity
 from bot.moderation import Moderator
 from bot.records import Records
 from bot.store import NewTurn, Store, open_store
@@ -101,6 +102,7 @@ async def make_engine(fake_openai: FakeOpenAI, database_url: str) -> AsyncIterat
             api=api,
             moderator=moderator,
             tokens=TokenCounter(),
+            identity=await Identity.load(store),
         )
         return World(engine, store, fake_openai)
 

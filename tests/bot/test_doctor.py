@@ -198,3 +198,17 @@ def read_until(process: subprocess.Popen[bytes], wanted: bytes, *, seconds: floa
             assert chunk, f"the doctor ended without printing it: {shown.decode()!r}"
             shown += chunk
     return shown
+
+
+async def test_the_models_members_may_pick_are_checked_too(fake_openai: FakeOpenAI) -> None:
+    problems, text = await api_report(fake_openai, CHAT_MODELS="gpt-5,gpt-5-nano")
+    assert problems == 1
+    assert "✓ CHAT_MODELS gpt-5 is offered." in text
+    assert "✗ CHAT_MODELS gpt-5-nano is not offered by the API." in text
+
+
+async def test_a_password_in_the_base_url_is_never_printed(fake_openai: FakeOpenAI) -> None:
+    with_password = fake_openai.base_url.replace("http://", "http://proxy-user:proxy-pass@")
+    _, text = await api_report(fake_openai, OPENAI_BASE_URL=with_password, OPENAI_API_KEY="")
+    assert f"API ({fake_openai.base_url})" in text
+    assert "proxy-pass" not in text and "proxy-user" not in text

@@ -2,7 +2,7 @@
 
 import re
 
-from bot.render import MESSAGE_LIMIT, split_message, thread_name, with_notes
+from bot.render import MESSAGE_LIMIT, count, plural, split_message, thread_name, with_notes
 
 
 def fences_balanced(chunk: str) -> bool:
@@ -61,3 +61,13 @@ def test_thread_name_uses_the_first_line_within_100_characters() -> None:
     assert thread_name("\n  **What** is <@123> up?\nsecond line") == "What is up?"
     assert len(thread_name("a" * 300)) == 100
     assert thread_name("```") == "Conversation"
+
+
+def test_a_count_is_worded_for_its_number() -> None:
+    assert count(1, "image") == "1 image"
+    assert count(0, "image") == "0 images"
+    assert count(1500, "token") == "1,500 tokens"
+    assert count(1, "minute of audio", "minutes of audio") == "1 minute of audio"
+    assert count(2.5, "minute of audio", "minutes of audio", spec=",.1f") == "2.5 minutes of audio"
+    assert count(1.0, "minute", spec=",.1f") == "1.0 minutes"  # the noun follows the number as shown
+    assert plural("1", "request") == "request" and plural(3, "request") == "requests"

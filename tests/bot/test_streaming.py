@@ -1,6 +1,9 @@
 """The per-channel edit throttle that keeps streamed answers under Discord's rate limit."""
 
 import asyncio
+import gc
+
+import pytest
 
 from bot.render import split_message
 from bot.streaming import RATE_WINDOW_SECONDS, TYPING_DELAY_SECONDS, EditThrottle, StreamingReply
@@ -143,3 +146,32 @@ async def test_a_slow_answer_shows_the_typing_indicator_until_text_arrives() -> 
     await asyncio.sleep(TYPING_DELAY_SECONDS + 0.1)
     await reply.finish("At last.")
     assert surface.calls == ["typing", "send (first)"]
+
+
+class FailingEdits(Surface):
+    """A surface whose edits fail, as Discord's do when a message was deleted meanwhile."""
+
+    async def edit(self, message: Message, text: str) -> Message:  # type: ignore[override]
+        self.calls.append("edit (failed)")
+        raise RuntimeError("edit refused")
+
+
+async def test_a_delayed_edit_that_fails_is_logged_and_its_exception_retrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unretrieved: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    surface = FailingEdits()
+    reply = StreamingReply(surface, 1, EditThrottle(interval=0.05))
+    await reply.update("One")
+    await reply.update("One two")  # too soon after the first: shown by a delayed edit, which fails
+    await asyncio.sleep(0.2)
+    await reply.close()
+    del reply
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert surface.calls == ["send (first)", "edit (failed)"]
+    assert "An intermediate edit failed in channel 1" in caplog.text
+    assert unretrieved == []

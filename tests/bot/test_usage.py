@@ -106,3 +106,12 @@ def test_the_guild_report_has_totals_cost_and_top_users() -> None:
     assert "**Estimated cost**: today ≈ $2.10; this month ≈ $2.10" in text
     assert "1. <@3>: chat 1,000,000 tokens" in text
     assert "2. <@4>" in text
+
+
+def test_counts_of_one_are_worded_in_the_singular() -> None:
+    today = [row("images", "flat-image", images=1), row("audio", "transcriber", audio_seconds=60)]
+    text = own_report(today, today, Limits(user_daily_images=1, user_daily_audio_minutes=0))
+    first, second = text.splitlines()
+    assert "1 of 1 image ·" in first
+    assert "1.0 minutes of audio" in first
+    assert "chat 0 tokens" in second and "· 1 image ·" in second

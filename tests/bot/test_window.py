@@ -10,8 +10,9 @@ def turn(role: str, text: str, author_id: int | None = 7, name: str = "Ann", spo
 
 
 def test_user_turns_say_who_spoke_with_a_valid_name_field() -> None:
-    message = turn_to_message(turn("user", "hi", author_id=123, name="Zoë 🌟"))
-    assert message.to_json() == {"role": "user", "content": "Zoë 🌟: hi", "name": "user_123"}
+    message = turn_to_message(turn("user", "hi", author_id=123, name="Zoë 🌟"), lambda user_id: f"user_x{user_id}")
+    assert message.to_json() == {"role": "user", "content": "Zoë 🌟: hi", "name": "user_x123"}
+    assert "name" not in turn_to_message(turn("user", "hi", author_id=123)).to_json()  # for counting only
 
 
 def test_spoken_turns_are_marked() -> None:

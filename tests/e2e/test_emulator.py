@@ -427,6 +427,21 @@ async def test_answer_after_the_deadline_is_refused_as_unknown_interaction(emula
     assert "Unknown interaction" in emulator.client_errors[0]
 
 
+async def test_an_interaction_token_past_its_lifetime_is_refused_as_an_invalid_webhook_token(
+    emulator: DiscordEmulator,
+) -> None:
+    emulator.interaction_token_lifetime = 0.02  # Discord: 15 minutes
+    client = EchoBot()
+    async with emulator.run_client(client, fail_on_errors=False):
+        await client.tree.sync()
+        interaction = await emulator.invoke_slash(emulator.member, emulator.general.id, "slow", {"text": "hi"})
+        await emulator.wait_for(lambda: emulator.client_errors, what="discord.py to log the refused followup")
+
+    followups = [r.status for r in emulator.requests if r.route == "/webhooks/{app_id}/{token}"]
+    assert interaction.deferred_at is not None and followups == [401]
+    assert "50027" in emulator.client_errors[0] and "Invalid Webhook Token" in emulator.client_errors[0]
+
+
 async def test_unhandled_error_in_an_event_fails_the_wait_at_once(emulator: DiscordEmulator) -> None:
     client = EchoBot()
 

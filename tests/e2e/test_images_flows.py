@@ -9,7 +9,6 @@ import discord
 import pytest
 from PIL import Image
 
-from bot.api import safety_identifier
 from bot.bot import Bot
 from bot.errors import ApiError, ApiErrorKind
 from bot.images import VARIATION_PROMPT
@@ -97,7 +96,7 @@ async def test_generate_defers_at_once_then_shows_the_prompt_and_the_pictures(
         "n": 2,
         "size": "1536x1024",
         "quality": "high",
-        "user": safety_identifier(emulator.member.id),
+        "user": bot.identity.safety_identifier(emulator.member.id),
     }
 
 
@@ -175,7 +174,7 @@ async def test_variation_is_an_edit_with_the_image_model_against_openai(
 async def test_variation_uses_the_servers_variations_endpoint_when_configured(
     emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
 ) -> None:
-    async with run_bot(IMAGE_MODEL="sd-turbo", IMAGE_VARIATIONS_ENDPOINT="true"):
+    async with run_bot(IMAGE_MODEL="sd-turbo", IMAGE_VARIATIONS_ENDPOINT="true") as bot:
         interaction = await image_command(emulator, "variation", image=photo(), size="1024x1024")
         answer = await final_answer(emulator, interaction)
 
@@ -185,7 +184,7 @@ async def test_variation_uses_the_servers_variations_endpoint_when_configured(
         "n": "1",
         "size": "1024x1024",
         "response_format": "b64_json",
-        "user": safety_identifier(emulator.member.id),
+        "user": bot.identity.safety_identifier(emulator.member.id),
     }
     uploaded = Image.open(io.BytesIO(sent.files["image"][2]))
     assert (uploaded.format, uploaded.size) == ("PNG", (64, 64))  # the endpoint takes square PNGs

@@ -148,3 +148,16 @@ async def test_after_a_kill_9_before_any_answer_the_question_is_answered_and_old
         await asyncio.sleep(1.0)
         await bot.stop(signal.SIGTERM)
     assert len(fake_openai.requests_to(CHAT)) == 3
+
+
+async def test_a_vocabulary_download_that_never_ends_holds_up_neither_start_nor_sigterm(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    env = {**process_env(emulator, fake_openai, tmp_path), "TEST_TIKTOKEN_HANGS": "1"}
+    async with bot_process(emulator, env, tmp_path) as bot:  # connected and synced, though tiktoken never loads
+        thread_id = await open_conversation(emulator, emulator.member, "Counting?")
+        await wait_for_answer(emulator, thread_id, "Echo: Member: Counting?")
+        started = asyncio.get_running_loop().time()
+        code, stderr = await bot.stop(signal.SIGTERM)  # within its 10 s, or this fails
+    assert code == 0 and "Traceback" not in stderr
+    assert asyncio.get_running_loop().time() - started < 10

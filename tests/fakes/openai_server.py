@@ -191,9 +191,10 @@ class ImagesReply:
 
 @dataclass(frozen=True)
 class TranscriptReply:
-    """A transcription answer."""
+    """A transcription answer, sent after `delay` seconds (a long recording takes the real API a while)."""
 
     text: str
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -635,6 +636,8 @@ class FakeOpenAI:
     ) -> web.StreamResponse:
         """POST /audio/transcriptions."""
         filename, _, content = recorded.files["file"]
+        if behaviour and behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
         text = behaviour.text if behaviour else f"Transcript of {filename} ({len(content)} bytes)"
         if recorded.fields.get("response_format") == "text":
             return web.Response(text=text)

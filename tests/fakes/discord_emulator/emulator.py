@@ -27,6 +27,7 @@ from .world import World
 T = TypeVar("T")
 MIB = 1024 * 1024
 POLL_INTERVAL = 0.02
+INTERACTION_TOKEN_SECONDS = 15 * 60.0
 COMMAND_FINISH_TIMEOUT = 2.0
 # Discord: "Each shard can only support a maximum of 2500 guilds".
 MAX_GUILDS_PER_SHARD = 2500
@@ -85,6 +86,8 @@ class DiscordEmulator(WorldBuilding, UserActions, Dispatcher):
         self.privileged_intents = Intent(privileged_intents)
         self.token = token
         self.interaction_deadline = 3.0
+        # An interaction's token works for 15 minutes; later its webhook routes answer 401 Invalid Webhook Token.
+        self.interaction_token_lifetime = INTERACTION_TOKEN_SECONDS
         self.filesize_limit = 10 * MIB
         self.channel_rate_limit: tuple[int, float] | None = None
         self.max_guilds_per_shard = MAX_GUILDS_PER_SHARD

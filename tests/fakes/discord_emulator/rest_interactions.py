@@ -136,6 +136,8 @@ class RestInteractions(RestBase):
             raise unknown("Webhook", 10015)
         if interaction.callback_type is None:
             raise unknown("Webhook", 10015)
+        if self.emu.clock() - interaction.dispatched_at > self.emu.interaction_token_lifetime:
+            raise DiscordHTTPError(401, 50027, "Invalid Webhook Token")
         return interaction
 
     def _webhook_message(self, request: web.Request) -> tuple[EmuInteraction, EmuMessage]:
