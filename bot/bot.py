@@ -28,6 +28,7 @@ from bot.moderation import Moderator
 from bot.records import Records
 from bot.refusals import RefusalMemory
 from bot.replies import answer_late, describe_error, token_expiring
+from bot.sharing import Sharing
 from bot.spoken_replies import Speaker
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
@@ -111,6 +112,7 @@ class Bot(commands.AutoShardedBot):
     identity: Identity
     moderator: Moderator
     conversations: Conversations
+    sharing: Sharing
     jobs: JobRunner
     speaker: Speaker
 
@@ -184,6 +186,7 @@ class Bot(commands.AutoShardedBot):
         )
         self.jobs = JobRunner()
         self.jobs.start()
+        self.sharing = Sharing(self.settings, self.jobs)
         self.speech_api = self._speech_client()
         self.speaker = Speaker(settings=self.settings, gate=self.gate, api=self.speech_api, jobs=self.jobs)
 

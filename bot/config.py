@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from bot.api import MODEL_NAME
 from bot.errors import ConfigError
-from bot.models import DEFAULT_REASONING_MODELS, parse_patterns
+from bot.models import DEFAULT_REASONING_MODELS, DEFAULT_VISION_MODELS, parse_patterns
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEVELOPER_PORTAL = "https://discord.com/developers/applications"
@@ -101,6 +101,12 @@ class Settings:
     # CHAT_MODELS: what members may pick with /chat model: besides CHAT_MODEL (and what admins chose here).
     chat_models: tuple[str, ...] = ()
     reasoning_models: tuple[str, ...] = DEFAULT_REASONING_MODELS
+    vision_models: tuple[str, ...] = DEFAULT_VISION_MODELS
+    max_pictures_per_turn: int = 4
+    picture_turns: int = 5
+    picture_tokens: int = 0  # 0: OpenAI's tile formula
+    max_file_kb: int = 100
+    max_turn_files_kb: int = 200
     discord_guild_id: int | None = None
     discord_message_content: bool = True
     allow_dms: bool = False
@@ -233,6 +239,12 @@ class Settings:
             chat_model=reader.text("CHAT_MODEL", cls.chat_model),
             chat_models=reader.model_names("CHAT_MODELS"),
             reasoning_models=reader.patterns("REASONING_MODELS", DEFAULT_REASONING_MODELS),
+            vision_models=reader.patterns("VISION_MODELS", DEFAULT_VISION_MODELS),
+            max_pictures_per_turn=reader.integer("MAX_PICTURES_PER_TURN", cls.max_pictures_per_turn, minimum=0),
+            picture_turns=reader.integer("PICTURE_TURNS", cls.picture_turns, minimum=1),
+            picture_tokens=reader.integer("PICTURE_TOKENS", cls.picture_tokens, minimum=0),
+            max_file_kb=reader.integer("MAX_FILE_KB", cls.max_file_kb, minimum=1),
+            max_turn_files_kb=reader.integer("MAX_TURN_FILES_KB", cls.max_turn_files_kb, minimum=1),
             discord_guild_id=reader.optional_int("DISCORD_GUILD_ID"),
             discord_message_content=reader.boolean("DISCORD_MESSAGE_CONTENT", True),
             allow_dms=reader.boolean("ALLOW_DMS", False),

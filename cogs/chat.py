@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import discord
@@ -76,6 +77,7 @@ class Chat(commands.Cog):
         prompt="What to ask or say",
         model="Chat model for this answer (default: the server's)",
         temperature="Randomness from 0 to 2 (default: the model's)",
+        image="A picture (or a text file, a PDF) for the model to look at",
     )
     async def chat(
         self,
@@ -83,6 +85,7 @@ class Chat(commands.Cog):
         prompt: app_commands.Range[str, 1, 4000],
         model: app_commands.Range[str, 1, 100] | None = None,
         temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
+        image: discord.Attachment | None = None,
     ) -> None:
         """Open a conversation thread in a text channel, or continue the conversation where it is asked."""
         channel = self._chat_channel(interaction)
@@ -103,6 +106,11 @@ class Chat(commands.Cog):
                 channel = await self._open_thread(channel, shown, interaction.user, prompt)
                 question = self._question(interaction, channel, prompt, model, temperature)
                 place = self.engine.arrive(channel.id)
+            if image is not None:
+                shared = await self.bot.sharing.gather(
+                    [image], model=await self.engine.model_for(question), owner=interaction.user.id
+                )
+                question = replace(question, shared=shared)
         except BaseException:
             if place is not None:
                 place.leave()
@@ -264,8 +272,8 @@ class Chat(commands.Cog):
             await reply_with_refusal(message, UserError(NO_DMS), refusals=self.bot.refusals)
             return
         text = self._strip_own_mention(message.content).strip()
-        if not text:
-            if message.content.strip() and not message.attachments:
+        if not text and not message.attachments:
+            if message.content.strip() and message.reference is None:
                 await self._greet(message)  # a bare mention: people ping a bot to see what it does
             return  # without the message-content intent, messages not addressed to the bot arrive empty
         guild_id = message.guild.id if message.guild else None
@@ -287,6 +295,7 @@ class Chat(commands.Cog):
         except Exception as error:
             await reply_with_refusal(message, error, refusals=self.bot.refusals)
             return
+        question = await self._with_what_it_shares(question, message)
         # In its own threads the bot just answers; elsewhere it replies to the message it answers.
         surface = ChannelSurface(message.channel, reply_to=None if in_conversation else message)
         answer = await self.engine.answer(place, question, admission, surface)
@@ -295,6 +304,13 @@ class Chat(commands.Cog):
         await self.bot.speaker.after_answer(
             question, answer, channel=message.channel, author=message.author, reply_to=reply_to
         )
+
+    async def _with_what_it_shares(self, question: Question, message: discord.Message) -> Question:
+        """The question with its attachments read and the message it replies to (once it is let through)."""
+        sharing, model = self.bot.sharing, await self.engine.model_for(question)
+        shared = await sharing.gather(message.attachments, model=model, owner=message.author.id)
+        replied = await sharing.replied(message, model=model, owner=message.author.id)
+        return replace(question, shared=shared, replied=replied)
 
     async def _greet(self, message: discord.Message) -> None:
         """Answer a message that only mentions the bot with what it can do here; it posts, so it counts."""

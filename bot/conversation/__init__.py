@@ -1,17 +1,17 @@
 """The conversation engine: per-channel order, the window, streamed answers and what is stored of them."""
 
-from bot.conversation.engine import (
+from bot.conversation.answer import (
     NOTE_EMPTY,
     NOTE_FILTERED,
     NOTE_LENGTH,
     NOTE_OMITTED,
     NOTE_REFUSED,
-    Conversations,
-    Interrupted,
-    Question,
+    NOTE_THOUGHT_OUT,
     answer_notes,
 )
+from bot.conversation.engine import Conversations
 from bot.conversation.order import Place, TurnOrder
+from bot.conversation.turns import Interrupted, Question, Replied, Shared
 
 __all__ = [
     "NOTE_EMPTY",
@@ -19,10 +19,13 @@ __all__ = [
     "NOTE_LENGTH",
     "NOTE_OMITTED",
     "NOTE_REFUSED",
+    "NOTE_THOUGHT_OUT",
     "Conversations",
     "Interrupted",
     "Place",
     "Question",
+    "Replied",
+    "Shared",
     "TurnOrder",
     "answer_notes",
 ]
