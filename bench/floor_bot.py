@@ -2,7 +2,8 @@
 
 Usage: python bench/floor_bot.py API_BASE GATEWAY_URL, with DISCORD_TOKEN and FLOOR_DATABASE (an SQLite file)
 in the environment; FLOOR_GUILD_ID syncs its two commands there (unset: globally); SHARD_COUNT and SHARD_IDS
-as the real bot reads them; FLOOR_ANSWER_DELAY holds each answer that many seconds (answers in flight).
+as the real bot reads them; a message containing "[hold]" is answered FLOOR_HOLD_SECONDS (default 2) later,
+so that many answers are in flight at once.
 
 It connects as the real bot does (commands.AutoShardedBot, the same intents, no mentions allowed) and on each
 message from a person stores it (one INSERT into an SQLite file in WAL mode with synchronous=NORMAL, on a
@@ -35,11 +36,13 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, channel_id INTEGER, author_id INTEGER, content TEXT)"
 )
 
+HOLD = "[hold]"
+
 
 class Floor(commands.AutoShardedBot):
     """Stores each message and answers it with one send."""
 
-    def __init__(self, database: str, guild_id: int | None, answer_delay: float) -> None:
+    def __init__(self, database: str, guild_id: int | None, hold_seconds: float) -> None:
         shards: dict[str, object] = {}
         if os.environ.get("SHARD_COUNT"):
             shards["shard_count"] = int(os.environ["SHARD_COUNT"])
@@ -58,7 +61,7 @@ class Floor(commands.AutoShardedBot):
         self._database_path = database
         self._db: sqlite3.Connection | None = None
         self._guild_id = guild_id
-        self._answer_delay = answer_delay
+        self._hold_seconds = hold_seconds
 
     async def setup_hook(self) -> None:
         """Open the database on its thread and register the two commands."""
@@ -83,8 +86,8 @@ class Floor(commands.AutoShardedBot):
         await asyncio.get_running_loop().run_in_executor(
             self._executor, self._db.execute, "INSERT INTO messages VALUES (?, ?, ?, ?)", row
         )
-        if self._answer_delay:
-            await asyncio.sleep(self._answer_delay)
+        if HOLD in message.content:
+            await asyncio.sleep(self._hold_seconds)
         text = f"Echo: {message.author.display_name}: {message.content}"[:2000]
         if self.user is not None and self.user in message.mentions:
             await message.channel.send(text, reference=message.to_reference(fail_if_not_exists=False))
@@ -122,7 +125,7 @@ def main() -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
     guild = os.environ.get("FLOOR_GUILD_ID")
     bot = Floor(
-        os.environ["FLOOR_DATABASE"], int(guild) if guild else None, float(os.environ.get("FLOOR_ANSWER_DELAY", "0"))
+        os.environ["FLOOR_DATABASE"], int(guild) if guild else None, float(os.environ.get("FLOOR_HOLD_SECONDS", "2"))
     )
 
     async def run() -> None:
