@@ -13,9 +13,11 @@ How to read it: "idle" is the process's resident memory after start and a warm-u
 the sequential conversations, "peak" its highest (VmHWM, reached while the 1,000 answers stream); the
 project's target is under 200 MB. "whole" counts the answers that arrived complete (the final text exactly
 what the API streamed); "wall" is from the first question to the last complete answer, and "answer p50/p95"
-each answer's time from its question. Real Discord allows a bot about 50 requests a second in all, so
-1,000 answers at once would queue there; the emulator has no such limit, which makes this a memory test,
-not a latency one. The machine is shared: the wall times vary from run to run, the memory figures hardly.
+each answer's time from its question; "CPU s" is the process's CPU time during the 1,000 answers and
+"fakes CPU s" the benchmark's own (the emulator and the fake: 2 cores in all, so together they bound the
+wall time), "seq ms" a sequential turn's median time from question to answer. Real Discord allows a bot
+about 50 requests a second in all, so 1,000 answers at once would queue there; the emulator has no such
+limit, which makes this a memory test, not a latency one. The machine is shared: the wall times vary from run to run, the memory figures hardly.
 
 Run: python bench/concurrent_conversations.py [--channels N] [--quick]; TEST_POSTGRES_URL adds PostgreSQL.
 """
@@ -62,6 +64,8 @@ class Result:
     whole: int = 0
     answers: list[float] = field(default_factory=list)
     wall: float = 0.0
+    cpu: float = 0.0  # the process's CPU seconds in the concurrent phase
+    own_cpu: float = 0.0  # this process's (the emulator's and the fake's), the same phase
     problems: list[str] = field(default_factory=list)
 
 
@@ -125,7 +129,9 @@ async def measure(who: str, channels: int, database: str | None, real: bool) -> 
                 result.idle = process.rss()
                 await sequential(fakes, clock, ids, result)
                 result.after = process.rss()
+                cpu, own = process.cpu_seconds(), time.process_time()
                 await concurrent(fakes, clock, ids, result, real=real)
+                result.cpu, result.own_cpu = process.cpu_seconds() - cpu, time.process_time() - own
                 result.peak = process.peak_rss()
             except BaseException:
                 print(f"{who} failed; the end of its log:\n{process.tail()}", file=sys.stderr)
@@ -185,11 +191,25 @@ def report(results: list[Result], channels: int) -> str:
             f"{r.wall:.1f}",
             f"{median(r.answers):.2f}",
             f"{p95(r.answers):.2f}",
+            f"{r.cpu:.1f}",
+            f"{r.own_cpu:.1f}",
             harness.ms(median(r.sequential)),
         ]
         for r in results
     ]
-    header = ["process", "idle MB", "after seq MB", "peak MB", "whole", "wall s", "answer p50 s", "p95 s", "seq ms"]
+    header = [
+        "process",
+        "idle MB",
+        "after seq MB",
+        "peak MB",
+        "whole",
+        "wall s",
+        "answer p50 s",
+        "p95 s",
+        "CPU s",
+        "fakes CPU s",
+        "seq ms",
+    ]
     lines = [
         f"concurrent_conversations: {channels} channels; {harness.machine_note()}",
         "",

@@ -186,6 +186,15 @@ class Process:
         """The most resident memory the process has had, KiB."""
         return self.status("VmHWM")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the process has used so far, or NaN once it is gone."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        # utime and stime are the 14th and 15th fields of the line; fields here start at its 3rd.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def tail(self, characters: int = 4000) -> str:
         """The end of the process's log."""
         return self.log_path.read_text(errors="replace")[-characters:] if self.log_path.exists() else ""
