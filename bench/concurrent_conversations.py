@@ -17,7 +17,8 @@ each answer's time from its question; "CPU s" is the process's CPU time during t
 "fakes CPU s" the benchmark's own (the emulator and the fake: 2 cores in all, so together they bound the
 wall time), "seq ms" a sequential turn's median time from question to answer. Real Discord allows a bot
 about 50 requests a second in all, so 1,000 answers at once would queue there; the emulator has no such
-limit, which makes this a memory test, not a latency one. The machine is shared: the wall times vary from run to run, the memory figures hardly.
+limit, which makes this a memory test, not a latency one. The machine is shared: the wall times vary from
+run to run, the memory figures hardly.
 
 Run: python bench/concurrent_conversations.py [--channels N] [--quick]; TEST_POSTGRES_URL adds PostgreSQL.
 """
