@@ -143,12 +143,7 @@ class Turns:
     async def warm_up(self) -> None:
         """A few answered mentions in a channel of their own: the process is ready and its caches warm."""
         channel = next(c for c in self.emulator.guild.channels.values() if c.name == "warm-up")
-        for number in range(WARMUP_TURNS):
-            expected = self.clock.expect(channel.id, lambda _message: True)
-            await self.emulator.send_message(
-                channel.id, self.emulator.member, f"{self.emulator.bot_user.mention} hi {number}"
-            )
-            await answered(expected, ANSWER_TIMEOUT, "a warm-up answer")
+        await harness.warm_up(self.emulator, self.clock, channel.id, self.emulator.member, WARMUP_TURNS)
 
     async def thread(self) -> int:
         """A conversation thread: opened with /chat by the real bot; by the member for the floor."""

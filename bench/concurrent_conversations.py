@@ -147,9 +147,7 @@ async def measure(who: str, channels: int, database: str | None, real: bool) -> 
 async def warm_up(fakes: Fakes, clock: AnswerClock) -> None:
     """A few answered mentions: the process is ready."""
     channel = next(c for c in fakes.emulator.guild.channels.values() if c.name == "warm-up")
-    for number in range(5):
-        expected, _ = await ask(fakes.emulator, clock, channel.id, f"[w-{number}]", None)
-        await answered(expected, 30, "a warm-up answer")
+    await harness.warm_up(fakes.emulator, clock, channel.id, fakes.emulator.member, 5)
 
 
 async def sequential(fakes: Fakes, clock: AnswerClock, ids: list[int], result: Result) -> None:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.fakes.discord_emulator import DiscordEmulator, EmuMessage  # noqa: E402
+from tests.fakes.discord_emulator import DiscordEmulator, EmuMessage, EmuUser  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
 LAUNCHER = ROOT / "tests" / "e2e" / "bot_process.py"
@@ -43,7 +43,8 @@ UNLIMITED = {
     "USER_DAILY_CHAT_TOKENS": str(10**12),
     "GUILD_DAILY_CHAT_TOKENS": str(10**12),
 }
-READY_HOLD_SECONDS = 2.5  # discord.py holds READY back for 2 s after the last GUILD_CREATE
+PROBE_SECONDS = 3.0
+PROBES = 10
 
 
 # -- figures ---------------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ async def launch(name: str, script: Path, fakes: Fakes, env: dict[str, str], fol
 async def wait_connected(
     emulator: DiscordEmulator, processes: Sequence[Process], *, shards: int, guild_id: int | None, within: float = 60
 ) -> None:
-    """Wait until `shards` more sessions identified and commands are registered, then READY's hold-back."""
+    """Wait until `shards` more sessions identified and commands are registered (then `warm_up` each shard)."""
     before = len(emulator.identifies)
     deadline = time.monotonic() + within
     while len(emulator.identifies) < before + shards or not emulator.commands(guild_id):
@@ -270,7 +271,6 @@ async def wait_connected(
         if time.monotonic() > deadline:
             raise RuntimeError(f"the bot processes did not connect within {within:.0f} s\n{emulator.describe()}")
         await asyncio.sleep(0.05)
-    await asyncio.sleep(READY_HOLD_SECONDS)
 
 
 # -- answer clocks ---------------------------------------------------------------------------------------
@@ -338,6 +338,29 @@ async def answered(future: asyncio.Future[Seen], within: float, what: str) -> Se
         return await asyncio.wait_for(future, within)
     except TimeoutError:
         raise RuntimeError(f"no answer within {within:.0f} s: {what}") from None
+
+
+async def warm_up(emulator: DiscordEmulator, clock: AnswerClock, channel_id: int, author: EmuUser, turns: int) -> None:
+    """`turns` answered mentions in a channel, the first sent again until one is answered: the process is ready.
+
+    discord.py holds READY back for 2 s after the last GUILD_CREATE; asking until answered waits no longer
+    than needed, whether or not the process answers before READY.
+    """
+    for number in range(turns):
+        for attempt in range(PROBES):
+            marker = f"[warm-up {number}.{attempt}]"
+            expected = clock.expect(
+                channel_id, lambda m, marker=marker: marker in (m.reply_to.content if m.reply_to else "")
+            )
+            await emulator.send_message(channel_id, author, f"{emulator.bot_user.mention} {marker} hello")
+            try:
+                await asyncio.wait_for(asyncio.shield(expected), PROBE_SECONDS)
+                break
+            except TimeoutError:
+                if number:  # only the first may come too early
+                    raise RuntimeError(f"warm-up turn {number} was not answered") from None
+        else:
+            raise RuntimeError(f"no answer to {PROBES} warm-up mentions in {PROBE_SECONDS * PROBES:.0f} s")
 
 
 def postgres_url() -> str | None:

@@ -16,7 +16,9 @@ turns run; "turn alone" and "turn during" are the member's turn overhead without
 back to back in the other server. Reports read the daily roll-ups, so their cost should not follow the
 ledger's size; a turn elsewhere should not wait for a report. The rows are dated from the 1st of this month
 on, so the month query covers all 30 days however early in the month it runs (the end-of-month worst case;
-"today" then covers the days from today on). The machine is shared: read medians.
+"today" then covers the days from today on, so early in a month the two "today" sums read nearly as many
+roll-up rows as the month's: the second table times each store call on its own, to show where the time
+goes). The machine is shared: read medians.
 
 Run: python bench/reports.py [--rows N] [--quick]; TEST_POSTGRES_URL adds the PostgreSQL rows.
 """
@@ -31,7 +33,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,9 +43,11 @@ import asyncpg
 import harness
 from harness import AnswerClock, Fakes, answered, median, ms, p95
 
-from bot.access import start_of_month
+from bot.access import start_of_day, start_of_month
+from bot.config import Settings
 from bot.store import open_store
-from tests.databases import fresh_postgres_database
+from bot.usage import guild_report
+from tests.databases import fresh_postgres_database, query
 from tests.fakes.discord_emulator import DiscordEmulator, EmuMessage
 
 MEMBERS = 2_000
@@ -172,6 +176,40 @@ async def fill(url: str, rows: int, guild_id: int, admin_id: int) -> float:
     return time.monotonic() - started
 
 
+async def breakdown(url: str, guild_id: int, admin_id: int) -> list[list[str]]:
+    """The store calls /usage makes for an admin, each timed on its own (median of 5), and the roll-up's size."""
+    store = await open_store(url)
+    now = datetime.now(UTC)
+    today, month = start_of_day(now), start_of_month(now)
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("own today", lambda: store.usage_by_model(today, user_id=admin_id)),
+        ("own month", lambda: store.usage_by_model(month, user_id=admin_id)),
+        ("server today", lambda: store.usage_by_model(today, guild_id=guild_id)),
+        ("server month", lambda: store.usage_by_model(month, guild_id=guild_id)),
+        ("server by member, month", lambda: store.usage_by_user(guild_id, month)),
+    ]
+    rows = []
+    try:
+        for label, call in calls:
+            seconds = []
+            for _ in range(5):
+                started = time.perf_counter()
+                result = await call()
+                seconds.append(time.perf_counter() - started)
+            rows.append([f"  {label}", ms(median(seconds)), f"{len(result)} rows"])  # type: ignore[arg-type]
+        settings = Settings.from_env({"DISCORD_TOKEN": "-", "OPENAI_API_KEY": "-", "PRICES": json.dumps(PRICES)})
+        month_rows = await store.usage_by_model(month, guild_id=guild_id)
+        by_user = await store.usage_by_user(guild_id, month)
+        started = time.perf_counter()
+        guild_report(month_rows, month_rows, by_user, settings.limits, settings.prices)
+        rows.append(["  rendering the server part", ms(time.perf_counter() - started), ""])
+    finally:
+        await store.close()
+    (count,) = (await query(url, "SELECT COUNT(*) FROM usage_daily"))[0]
+    rows.append(["  (daily roll-up rows in all)", "", f"{count:,}"])
+    return rows
+
+
 # -- timing commands and turns -------------------------------------------------------------------------
 
 
@@ -264,7 +302,7 @@ class Runner:
 
 async def measure(
     who: str, database: str | None, rows: int, turns: int, commands: int
-) -> tuple[dict[str, Figures], float]:
+) -> tuple[dict[str, Figures], float, list[list[str]]]:
     """One process: the floor (database None) or the real bot on a filled SQLite or PostgreSQL database."""
     with tempfile.TemporaryDirectory(prefix="bench-reports-") as folder_name:
         folder = Path(folder_name)
@@ -284,8 +322,8 @@ async def measure(
             runner = Runner(fakes)
             try:
                 await harness.wait_connected(fakes.emulator, [process], shards=1, guild_id=fakes.emulator.guild_id)
-                for _ in range(5):
-                    await runner.turn(other_channel(fakes.emulator, "warm-up"))
+                warm_up = other_channel(fakes.emulator, "warm-up")
+                await harness.warm_up(fakes.emulator, runner.clock, warm_up, runner.neighbour, 5)
                 results = {name: await runner.figures(name, options, turns, commands) for name, options in COMMANDS}
             except BaseException:
                 print(f"{who} failed; the end of its log:\n{process.tail()}", file=sys.stderr)
@@ -296,7 +334,8 @@ async def measure(
             problems = process.log_problems()
             if problems:
                 print(f"{who}: errors in its log:\n  " + "\n  ".join(problems[:10]), file=sys.stderr)
-    return results, filled
+            parts = [] if database is None else await breakdown(url, fakes.emulator.guild_id, fakes.emulator.admin.id)
+    return results, filled, parts
 
 
 def row(label: str, values: list[float]) -> list[str]:
@@ -311,10 +350,12 @@ async def main(rows: int, turns: int, commands: int) -> None:
         targets.append(("bot PostgreSQL", "postgres"))
     table_rows = []
     fills = []
+    parts: list[list[str]] = []
     for who, database in targets:
-        results, filled = await measure(who, database, rows, turns, commands)
+        results, filled, calls = await measure(who, database, rows, turns, commands)
         if database is not None:
             fills.append(f"{who} {filled:.0f} s")
+            parts += [[f"{who}: /usage's store calls, one at a time", "", ""], *calls]
         for name, _ in COMMANDS:
             figures = results[name]
             shown = "/settings show" if name == "settings" else "/usage"
@@ -327,6 +368,8 @@ async def main(rows: int, turns: int, commands: int) -> None:
     print(f"reports: {rows:,} ledger rows in one server; {harness.machine_note()}")
     print()
     print(harness.table(["what (ms)", "median", "p95", "count"], table_rows))
+    print()
+    print(harness.table(["where /usage's time goes (ms)", "median", "result"], parts))
     print()
     print(f"Filling the ledger and its roll-ups took: {', '.join(fills)}")
     if not harness.postgres_url():

@@ -136,13 +136,16 @@ def count_twice(emulator: DiscordEmulator, asked: list[int]) -> int:
 
 async def warm_up(fakes: Fakes, places: list[tuple[EmuChannel, EmuUser]]) -> None:
     """A turn in a server of each shard, so every shard is ready before the load."""
-    result = Result("warm-up")
-    by_shard = {}
+    by_shard: dict[int, tuple[EmuChannel, EmuUser]] = {}
     for place in places:
         by_shard.setdefault(fakes.emulator.shard_of(place[0].guild_id or 0, SHARD_COUNT), place)
-    await load(fakes, list(by_shard.values()), len(by_shard), len(by_shard), result)
-    if result.unanswered:
-        raise RuntimeError("a shard did not answer its warm-up turn")
+    clock = AnswerClock(fakes.emulator)
+    try:
+        await asyncio.gather(
+            *(harness.warm_up(fakes.emulator, clock, channel.id, member, 1) for channel, member in by_shard.values())
+        )
+    finally:
+        clock.close()
 
 
 async def measure(who: str, real: bool, turns: int, concurrency: int) -> Result:
