@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import harness
-from harness import AnswerClock, Fakes, answered, median, ms, p95
+from harness import AnswerClock, Fakes, Seen, answered, median, ms, p95
 
 from bot.conversation import NOTE_OMITTED
 from tests.databases import fresh_postgres_database
@@ -62,6 +62,7 @@ class Series:
     overheads: list[float] = field(default_factory=list)
     api: list[float] = field(default_factory=list)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    edited: list[bool] = field(default_factory=list)  # whether the answer was edited before it was final
 
 
 @dataclass
@@ -102,7 +103,8 @@ class Turns:
         if not chats:
             return False
         messages = chats[-1].json["messages"]
-        return len(messages) < 2 or self.first_marker not in messages[1]["content"]
+        # The first turn's answer echoes its marker too: the first turn is the user's.
+        return len(messages) < 2 or messages[1]["role"] != "user" or self.first_marker not in messages[1]["content"]
 
     def final(self, marker: str) -> Callable[[EmuMessage], bool]:
         """The answer as it finally reads: the real bot adds a note when older turns were left out."""
@@ -110,15 +112,21 @@ class Turns:
             return lambda message: marker in message.content
         return lambda message: marker in message.content and message.content.endswith(NOTE_OMITTED) == self.omitted()
 
-    async def turn(self, channel_id: int, text: str, marker: str, *, reply_to: int | None = None) -> tuple[float, int]:
-        """Post a turn as the member; the overhead until its final answer shows, and the answer's id."""
+    async def turn(self, channel_id: int, text: str, marker: str, *, reply_to: int | None = None) -> tuple[float, Seen]:
+        """Post a turn as the member; the overhead until its final answer shows, and that answer."""
         expected = self.clock.expect(channel_id, self.final(marker))
         await self.emulator.send_message(channel_id, self.emulator.member, text, reply_to=reply_to)
         sent = self.emulator.last_message(channel_id, author=self.emulator.member)
         assert sent is not None
-        seen = await answered(expected, ANSWER_TIMEOUT, f"the answer to {marker}")
+        try:
+            seen = await answered(expected, ANSWER_TIMEOUT, f"the answer to {marker}")
+        except RuntimeError:
+            shown = self.emulator.last_message(channel_id, author=self.emulator.bot_user)
+            revisions = shown.revisions if shown else None
+            print(f"last answer shown: {revisions!r}; omitted: {self.omitted()}", file=sys.stderr)
+            raise
         self.fakes.fake.requests.clear()  # what omitted() read is no longer needed; long runs keep memory flat
-        return seen.at - sent.visible_at, seen.message_id
+        return seen.at - sent.visible_at, seen
 
     async def series(self, name: str, channel_id: int, turns: int, *, chain: bool) -> Series:
         """`turns` timed turns after an untimed first one, which every later answer's window starts with (in a
@@ -127,7 +135,8 @@ class Turns:
         self.first_marker, text = question(name, 0)
         previous = None
         if chain or not self.real:
-            _, previous = await self.turn(channel_id, mention + text, self.first_marker)
+            _, first = await self.turn(channel_id, mention + text, self.first_marker)
+            previous = first.message_id
         result = Series()
         mark = self.emulator.mark()
         for number in range(1, turns + 1):
@@ -136,7 +145,8 @@ class Turns:
             overhead, answer = await self.turn(channel_id, mention + text, marker, reply_to=previous if chain else None)
             result.overheads.append(overhead)
             result.api.append(self.fakes.api_clock.seconds - spent)
-            previous = answer
+            result.edited.append(answer.edits > 0)
+            previous = answer.message_id
         result.calls = self.emulator.rest_calls_by_route(mark)
         return result
 
@@ -229,6 +239,7 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
             into.overheads += series.overheads
             into.api += series.api
             into.calls += series.calls
+            into.edited += series.edited
         idle, peak = memory.setdefault(result.who, ([], []))
         idle += [result.idle_rss] if result.idle_rss else []
         peak += [result.peak_rss] if result.peak_rss else []
@@ -287,6 +298,15 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
     for who, by_series in pooled.items():
         for name, series in by_series.items():
             lines.append(f"  {who} {name}: {harness.routes_per_turn(series.calls, len(series.overheads))}")
+    lines += ["", "Answers shown in one message vs first shown, then edited to add the note on older turns left out:"]
+    for who, by_series in pooled.items():
+        for name, series in by_series.items():
+            one = [o for o, edited in zip(series.overheads, series.edited, strict=True) if not edited]
+            twice = [o for o, edited in zip(series.overheads, series.edited, strict=True) if edited]
+            lines.append(
+                f"  {who} {name}: {len(one)} shown once, median {ms(median(one))} ms; "
+                f"{len(twice)} edited, median {ms(median(twice))} ms"
+            )
     problems = [f"  {result.who}: {line}" for result in results for line in result.problems]
     if problems:
         lines += ["", "Errors in the process logs:", *problems[:20]]

@@ -285,6 +285,7 @@ class Seen:
 
     at: float
     message_id: int
+    edits: int = 0  # how many times the message was edited before it read this way
 
 
 @dataclass
@@ -323,7 +324,7 @@ class AnswerClock:
         for expectation in list(waiting):
             if not expectation.future.done() and expectation.final(message):
                 # visible_at now: the message object changes again with later edits.
-                expectation.future.set_result(Seen(message.visible_at, message.id))
+                expectation.future.set_result(Seen(message.visible_at, message.id, len(message.history)))
                 waiting.remove(expectation)
 
 
