@@ -9,16 +9,17 @@ conversations at once: a mention in every channel within a moment, each answered
 (bench/floor_bot.py: one INSERT and one send per message; in the second phase each answer held 2 s) runs
 the same in the same run.
 
-How to read it: "idle" is the process's resident memory after start and a warm-up, "after 1,000" after
+How to read it: "idle" is the process's resident memory after start and a warm-up, "after seq" after
 the sequential conversations, "peak" its highest (VmHWM, reached while the 1,000 answers stream); the
 project's target is under 200 MB. "whole" counts the answers that arrived complete (the final text exactly
 what the API streamed); "wall" is from the first question to the last complete answer, and "answer p50/p95"
-each answer's time from its question; "CPU s" is the process's CPU time during the 1,000 answers and
-"fakes CPU s" the benchmark's own (the emulator and the fake: 2 cores in all, so together they bound the
-wall time), "seq ms" a sequential turn's median time from question to answer. Real Discord allows a bot
-about 50 requests a second in all, so 1,000 answers at once would queue there; the emulator has no such
-limit, which makes this a memory test, not a latency one. The machine is shared: the wall times vary from
-run to run, the memory figures hardly.
+each answer's time from its question. "API at once" is the most chat requests the fake OpenAI server was
+answering at once: with every answer taking 2 s, a wall time well past 2 s with CPU to spare means requests
+waited for one another. "CPU s" is the process's CPU time during the 1,000 answers, "fakes CPU s" the
+benchmark's own (the emulator and the fake; 2 cores in all); "seq ms" a sequential turn's median time from
+question to answer. Real Discord allows a bot about 50 requests a second in all, so 1,000 answers at once
+would queue there; the emulator has no such limit. The machine is shared: the wall times vary from run to
+run, the memory figures hardly.
 
 Run: python bench/concurrent_conversations.py [--channels N] [--quick]; TEST_POSTGRES_URL adds PostgreSQL.
 """
@@ -67,6 +68,7 @@ class Result:
     wall: float = 0.0
     cpu: float = 0.0  # the process's CPU seconds in the concurrent phase
     own_cpu: float = 0.0  # this process's (the emulator's and the fake's), the same phase
+    api_at_once: int = 0  # the most chat requests the fake answered at once
     problems: list[str] = field(default_factory=list)
 
 
@@ -164,6 +166,7 @@ async def concurrent(fakes: Fakes, clock: AnswerClock, ids: list[int], result: R
     fake = fakes.fake
     fake.stream_chunk_chars, fake.chunk_delay = PIECE_CHARS, PIECE_DELAY
     fake.queue("/chat/completions", *[Reply(STREAMED) for _ in ids])
+    fakes.api_clock.peak_in_flight = 0
     started = fakes.emulator.clock()
     pending = []
     for number, channel_id in enumerate(ids):
@@ -174,6 +177,7 @@ async def concurrent(fakes: Fakes, clock: AnswerClock, ids: list[int], result: R
         if future in done:
             result.whole += 1
             result.answers.append(future.result().at - asked)
+    result.api_at_once = fakes.api_clock.peak_in_flight
     result.wall = max((future.result().at for future, _ in pending if future in done), default=started) - started
     fake.requests.clear()
 
@@ -190,6 +194,7 @@ def report(results: list[Result], channels: int) -> str:
             f"{r.wall:.1f}",
             f"{median(r.answers):.2f}",
             f"{p95(r.answers):.2f}",
+            str(r.api_at_once),
             f"{r.cpu:.1f}",
             f"{r.own_cpu:.1f}",
             harness.ms(median(r.sequential)),
@@ -205,6 +210,7 @@ def report(results: list[Result], channels: int) -> str:
         "wall s",
         "answer p50 s",
         "p95 s",
+        "API at once",
         "CPU s",
         "fakes CPU s",
         "seq ms",

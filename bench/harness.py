@@ -111,14 +111,19 @@ class ApiClock:
     def __init__(self, fake: FakeOpenAI) -> None:
         self.seconds = 0.0
         self.calls = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most requests the fake was answering at once
         # The fake registers its handler when it starts: wrapped before, every request passes through here.
         handle = fake._handle
 
         async def timed(request: Any) -> Any:
             started = time.perf_counter()
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
                 return await handle(request)
             finally:
+                self.in_flight -= 1
                 self.seconds += time.perf_counter() - started
                 self.calls += 1
 
