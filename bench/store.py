@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import random
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -234,4 +233,3 @@ if __name__ == "__main__":
         asyncio.run(main((Size(1), Size(100)), 50))
     else:
         asyncio.run(main((Size(1), Size(10_000)), options.calls))
-    sys.exit(0)
