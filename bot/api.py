@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -90,6 +91,11 @@ class ChatMessage:
             body["name"] = self.name
         return body
 
+    @functools.cached_property
+    def encoded(self) -> str:
+        """to_json() as JSON text, made once: a conversation's turns go out again with every request."""
+        return json.dumps(self.to_json())
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -124,14 +130,20 @@ class ChatRequest:
     temperature: float | None = None
     safety_identifier: str | None = None
 
-    def to_json(self, *, stream: bool) -> dict[str, Any]:
+    def to_json(self, *, stream: bool, temperature: bool = True) -> dict[str, Any]:
         """The request body; temperature only when the user set it (reasoning models accept only the default)."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [message.to_json() for message in self.messages],
-            "max_completion_tokens": self.max_completion_tokens,
-        }
-        if self.temperature is not None:
+        messages = [message.to_json() for message in self.messages]
+        return {"model": self.model, "messages": messages, **self._settings(stream=stream, temperature=temperature)}
+
+    def encode(self, *, stream: bool, temperature: bool = True) -> bytes:
+        """to_json() as JSON, from each message's JSON made once (the bulk of a long conversation's request)."""
+        settings = json.dumps({"model": self.model, **self._settings(stream=stream, temperature=temperature)})
+        messages = ",".join(message.encoded for message in self.messages)
+        return f'{{"messages": [{messages}], {settings[1:]}'.encode()
+
+    def _settings(self, *, stream: bool, temperature: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"max_completion_tokens": self.max_completion_tokens}
+        if self.temperature is not None and temperature:
             body["temperature"] = self.temperature
         if self.safety_identifier:
             body["safety_identifier"] = self.safety_identifier
@@ -172,13 +184,11 @@ class OpenAIClient:
         """Whether the model takes a temperature: reasoning models (REASONING_MODELS) accept only the default."""
         return not model_matches(model, self._reasoning_models)
 
-    def _chat_body(self, request: ChatRequest, result: ChatResult) -> dict[str, Any]:
+    def _chat_body(self, request: ChatRequest, result: ChatResult) -> bytes:
         """The streamed request's body, without the temperature a reasoning model would refuse with a 400."""
-        body = request.to_json(stream=True)
-        if "temperature" in body and not self.takes_temperature(request.model):
-            del body["temperature"]
-            result.temperature_ignored = True
-        return body
+        takes_temperature = self.takes_temperature(request.model)
+        result.temperature_ignored = request.temperature is not None and not takes_temperature
+        return request.encode(stream=True, temperature=takes_temperature)
 
     def redact(self, text: str) -> str:
         """Text with the API key, the URL's password, and anything shaped like a key, removed."""
@@ -198,7 +208,7 @@ class OpenAIClient:
         result = ChatResult()
         think = ThinkFilter()
         body = self._chat_body(request, result)
-        async with self._open("POST", "/chat/completions", request.model, json_body=body) as r:
+        async with self._open("POST", "/chat/completions", request.model, encoded_json=body) as r:
             saw_done = False
             added = ""
             try:
@@ -283,10 +293,15 @@ class OpenAIClient:
         model: str | None,
         *,
         json_body: Mapping[str, Any] | None = None,
+        encoded_json: bytes | None = None,
         form: Callable[[], aiohttp.FormData] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request, retrying what is worth retrying, and yield the successful response."""
+        """Send a request (a JSON body, one already encoded, or a form), retrying what is worth retrying, and yield
+        the successful response."""
         url = self._base_url + path
+        headers = self._headers()
+        if encoded_json is not None:
+            headers["Content-Type"] = "application/json"
         attempt = 0
         while True:
             try:
@@ -295,8 +310,8 @@ class OpenAIClient:
                         method,
                         url,
                         json=json_body,
-                        data=form() if form else None,
-                        headers=self._headers(),
+                        data=form() if form else encoded_json,
+                        headers=headers,
                         timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
                     ),
                     self._timeout,

@@ -19,6 +19,7 @@ KEY_BYTES = 32
 SAFETY_IDENTIFIER_CHARS = 32  # the API takes up to 64
 # 48 bits: a clash between two speakers of one conversation is not a practical worry.
 NAME_CHARS = 12
+MAX_KEPT_DIGESTS = 10_000
 
 
 class Identity:
@@ -26,6 +27,8 @@ class Identity:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # Every request names each user turn of its window: the digests are kept, not made again each time.
+        self._digests: dict[int, str] = {}
 
     @classmethod
     async def load(cls, store: Store) -> Identity:
@@ -35,7 +38,14 @@ class Identity:
         return cls(bytes.fromhex(stored))
 
     def _digest(self, user_id: int) -> str:
-        return hmac.new(self._key, f"discord-user:{user_id}".encode(), hashlib.sha256).hexdigest()
+        digest = self._digests.get(user_id)
+        if digest is None:
+            if len(self._digests) >= MAX_KEPT_DIGESTS:
+                self._digests.clear()
+            digest = self._digests[user_id] = hmac.new(
+                self._key, f"discord-user:{user_id}".encode(), hashlib.sha256
+            ).hexdigest()
+        return digest
 
     def safety_identifier(self, user_id: int) -> str:
         """The member's id for the provider's abuse detection."""

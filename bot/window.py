@@ -65,6 +65,9 @@ def turn_to_message(turn: NewTurn, name_of: NameOf | None = None, shown: ShownPi
     return ChatMessage("user", text, name=name)
 
 
+MessageOf = Callable[[Turn, ShownPictures | None], ChatMessage]
+
+
 def turn_tokens(turn: NewTurn, counter: TokenCounter) -> int:
     """What a turn costs in a request: counted once, when it is stored, and kept with it."""
     return counter.count(turn_to_message(turn).content)
@@ -79,12 +82,19 @@ def build_window(
     more_in_store: bool,
     name_of: NameOf | None = None,
     shown: Mapping[int, ShownPictures] | None = None,
+    message_of: MessageOf | None = None,
 ) -> Window:
     """The system prompt plus the newest turns that fit `budget` tokens (the newest turn always goes).
 
     `shown`: the pictures to show, by turn id; other turns' pictures are named, and their names counted.
+    `message_of` makes a turn's message (History.message keeps them); by default, turn_to_message.
     """
     shown = shown or {}
+    if message_of is None:
+
+        def message_of(turn: Turn, pictures: ShownPictures | None) -> ChatMessage:
+            return turn_to_message(turn, name_of, pictures)
+
     used = counter.count(system_prompt)
     chosen: list[ChatMessage] = []
     for turn in reversed(turns):
@@ -96,7 +106,7 @@ def build_window(
             cost += counter.count(picture_placeholder(turn))
         if chosen and used + cost > budget:
             break
-        chosen.append(turn_to_message(turn, name_of, pictures))
+        chosen.append(message_of(turn, pictures))
         used += cost
     omitted = more_in_store or len(chosen) < len(turns)
     return Window([ChatMessage("system", system_prompt), *reversed(chosen)], omitted, used)

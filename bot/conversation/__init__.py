@@ -7,7 +7,8 @@ from bot.conversation.answer import (
     NOTE_OMITTED,
     NOTE_REFUSED,
     NOTE_THOUGHT_OUT,
-    answer_notes,
+    ending_notes,
+    request_notes,
 )
 from bot.conversation.engine import Conversations
 from bot.conversation.order import Place, TurnOrder
@@ -27,5 +28,6 @@ __all__ = [
     "Replied",
     "Shared",
     "TurnOrder",
-    "answer_notes",
+    "ending_notes",
+    "request_notes",
 ]

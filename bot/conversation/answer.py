@@ -32,8 +32,8 @@ NOTE_THOUGHT_OUT = (
 )
 
 
-def answer_notes(result: ChatResult, *, omitted_older: bool, model: str = "") -> list[str]:
-    """The short notes shown under an answer (`model`: the one asked, named where a note is about it)."""
+def ending_notes(result: ChatResult) -> list[str]:
+    """Notes on how an answer ended, known only once it has."""
     notes = []
     if result.refusal:
         notes.append(NOTE_REFUSED)
@@ -43,9 +43,16 @@ def answer_notes(result: ChatResult, *, omitted_older: bool, model: str = "") ->
         notes.append(NOTE_FILTERED)
     if not (result.text or result.refusal) and result.finish_reason != "length":
         notes.append(NOTE_EMPTY)
+    return notes
+
+
+def request_notes(*, omitted_older: bool, temperature_ignored: bool, model: str) -> list[str]:
+    """Notes on how the answer was asked for, known from its first words: shown with them, so that a quick
+    answer is never edited just to add them."""
+    notes = []
     if omitted_older:
         notes.append(NOTE_OMITTED)
-    if result.temperature_ignored:
+    if temperature_ignored:
         notes.append(f"{model or 'This model'} takes no temperature; it answered at its default.")
     return notes
 
@@ -104,6 +111,7 @@ class Answer:
                 more_in_store=history.has_older,
                 name_of=engine.identity.message_name,
                 shown=shown,
+                message_of=lambda turn, pictures: engine.history.message(history, turn, pictures),
             )
             self._window = window
             try:
@@ -148,7 +156,7 @@ class Answer:
             self._result = result
             # The stream's last item is the whole answer: stored before it is shown, in _conclude.
             if result.text and show and not result.complete:
-                await self._reply.update(result.text)
+                await self._reply.update(with_notes(result.text, self._known_notes(result)))
 
     async def _conclude(self, window: Window) -> str | None:
         """Moderate the whole answer, store it with its usage, then show it whole."""
@@ -165,13 +173,19 @@ class Answer:
         if verdict.flagged or not answer:
             # A withheld answer stays out of the history too, so the model never builds on it.
             await self._abandon(usage)
-            notes = answer_notes(result, omitted_older=False, model=self._model)
-            await self._reply.finish(withheld_note(verdict) if verdict.flagged else with_notes("", notes))
+            await self._reply.finish(
+                withheld_note(verdict) if verdict.flagged else with_notes("", ending_notes(result))
+            )
             return None
         await self._write(answer, usage=usage)
-        notes = [*self._notes, *answer_notes(result, omitted_older=window.omitted_older, model=self._model)]
-        await self._reply.finish(with_notes(answer, notes))
+        await self._reply.finish(with_notes(answer, [*ending_notes(result), *self._known_notes(result)]))
         return answer
+
+    def _known_notes(self, result: ChatResult) -> list[str]:
+        """The notes known before the answer is whole: what the question shared, how the answer was asked for."""
+        omitted = self._window is not None and self._window.omitted_older
+        notes = request_notes(omitted_older=omitted, temperature_ignored=result.temperature_ignored, model=self._model)
+        return [*self._notes, *notes]
 
     def _usage(self, window: Window) -> UsageRecord:
         """What the call used: as the API reported it, else estimated from what was sent and received."""
@@ -186,9 +200,10 @@ class Answer:
             output_tokens=usage.output_tokens if usage else self._engine.tokens.count(self._result.text),
         )
 
-    async def _store_partial(self, text: str) -> None:
-        """Before part of the answer is shown: store that much, so a crash cannot lose what someone read."""
-        await self._write(text, usage=None)
+    async def _store_partial(self, _shown: str) -> None:
+        """Before part of the answer is shown: store all of it that has arrived (the shown text carries notes,
+        which are not the answer), so a crash cannot lose what someone read."""
+        await self._write(self._result.text, usage=None)
 
     async def _write(self, text: str, *, usage: UsageRecord | None) -> None:
         engine = self._engine

@@ -55,7 +55,7 @@ class Conversations:
         self.moderator = moderator
         self.tokens = tokens
         self.order = TurnOrder()
-        self.history = History(store, tokens, keep_tokens=settings.context_token_budget)
+        self.history = History(store, tokens, keep_tokens=settings.context_token_budget, name_of=identity.message_name)
         self.throttle = EditThrottle()
 
     def arrive(self, channel_id: int) -> Place:
