@@ -45,6 +45,8 @@ EXTENSIONS = (
     "cogs.lifecycle",
 )
 COMMAND_SYNC_KEY = "command_sync_hash"
+# Answers streaming at once (each holds a connection to the API for its whole length).
+MAX_API_CONNECTIONS = 1_000
 # Discord lets one identify through per max_concurrency bucket every 5 seconds.
 IDENTIFY_INTERVAL_SECONDS = 5.0
 
@@ -161,7 +163,8 @@ class Bot(commands.AutoShardedBot):
             self.store = await open_store(self.settings.database_url, pool_size=self.settings.database_pool_size)
         except (OSError, sqlite3.Error, RuntimeError, asyncpg.PostgresError) as error:
             raise StartupError(database_failure(self.settings, error)) from None
-        self.http_session = aiohttp.ClientSession()
+        # aiohttp's default of 100 connections would queue the 101st answer streaming at once behind the others.
+        self.http_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_API_CONNECTIONS))
         self.api = OpenAIClient(
             self.http_session,
             base_url=self.settings.openai_base_url,
