@@ -7,6 +7,7 @@ import json
 
 from PIL import Image
 
+from tests.databases import query
 from tests.e2e.conftest import BotRunner
 from tests.e2e.test_chat_flows import bot_messages, open_conversation, speaker, wait_for_answer, wait_for_text
 from tests.fakes.discord_emulator import DiscordEmulator, EmuFile
@@ -228,3 +229,32 @@ async def test_chat_takes_a_picture_as_an_option(
         await wait_for_text(emulator, thread.id, "What is this?")
     [picture] = fake_openai.image_parts(fake_openai.requests_to(CHAT)[-1])
     assert (picture.width, picture.height) == (800, 600)
+
+
+async def test_a_picture_is_still_seen_after_a_restart(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner
+) -> None:
+    async with run_bot():
+        thread_id = await open_conversation(emulator, emulator.member, "A picture follows")
+        await wait_for_text(emulator, thread_id, "Echo:")
+        await emulator.send_message(thread_id, emulator.member, "Keep this", attachments=[screenshot(640, 480)])
+        await wait_for_text(emulator, thread_id, "Keep this")
+    async with run_bot():
+        await emulator.send_message(thread_id, emulator.member, "What was in my picture?")
+        await wait_for_text(emulator, thread_id, "What was in my picture?")
+    [picture] = fake_openai.image_parts(fake_openai.requests_to(CHAT)[-1])
+    assert (picture.width, picture.height) == (640, 480)
+
+
+async def test_reset_forgets_the_pictures_too(
+    emulator: DiscordEmulator, fake_openai: FakeOpenAI, run_bot: BotRunner, database_url: str
+) -> None:
+    async with run_bot():
+        thread_id = await open_conversation(emulator, emulator.member, "A picture follows")
+        await wait_for_text(emulator, thread_id, "Echo:")
+        await emulator.send_message(thread_id, emulator.member, "Keep this", attachments=[screenshot(640, 480)])
+        await wait_for_text(emulator, thread_id, "Keep this")
+        reset = await emulator.invoke_slash(emulator.member, thread_id, "reset")
+        await reset.wait_done()
+    [(left,)] = await query(database_url, "SELECT COUNT(*) FROM turn_pictures")
+    assert int(left) == 0  # type: ignore[call-overload]
