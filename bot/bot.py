@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.access import Gate
 from bot.api import OpenAIClient
-from bot.config import Settings, url_host
+from bot.config import Settings
 from bot.conversation import Conversations
 from bot.errors import GENERIC_FAILURE, StartupError
 from bot.identity import Identity
@@ -32,6 +32,7 @@ from bot.sharing import Sharing
 from bot.spoken_replies import Speaker
 from bot.store import Store, is_postgres_url, open_store
 from bot.tokens import TokenCounter
+from bot.urls import url_host
 
 log = logging.getLogger(__name__)
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Literal
+from urllib.parse import urlsplit
 
-from bot.api import MODEL_NAME
+from bot.env_reader import EnvReader
 from bot.errors import ConfigError
-from bot.models import DEFAULT_REASONING_MODELS, DEFAULT_VISION_MODELS, parse_patterns
+from bot.models import DEFAULT_REASONING_MODELS, DEFAULT_VISION_MODELS
+from bot.prices import ModelPrice, read_prices
+from bot.urls import database_kind, public_url, redact_url, url_host
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEVELOPER_PORTAL = "https://discord.com/developers/applications"
@@ -25,17 +26,6 @@ DEFAULT_SYSTEM_PROMPT = (
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Every quality some image model family offers: GPT image's four and DALL·E's two.
 IMAGE_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
-# The keys of one model's entry in PRICES, and what each is priced per.
-PRICE_KEYS = {
-    "input": "1M input tokens",
-    "output": "1M output tokens",
-    "image": "image (a number, or an object of size → price)",
-    "audio_minute": "minute of audio",
-    "speech_characters": "1M characters of speech",
-}
-PRICES_EXAMPLE = '{"gpt-5-mini": {"input": 0.25, "output": 2.0}, "gpt-image-2": {"image": 0.04}}'
-
-T = TypeVar("T")
 
 # When an answer also comes as a voice message: when the turn it answers was spoken, always, or never.
 VoiceReplies = Literal["spoken", "always", "never"]
@@ -63,24 +53,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-@dataclass(frozen=True)
-class ModelPrice:
-    """What one model costs, in the currency of the price table (USD for OpenAI's published prices)."""
-
-    input_per_million: float = 0.0
-    output_per_million: float = 0.0
-    per_image: float | None = None
-    per_image_by_size: Mapping[str, float] = field(default_factory=dict)
-    per_audio_minute: float = 0.0
-    per_million_speech_characters: float = 0.0
-
-    def image_price(self, size: str | None) -> float | None:
-        """The price of one image of `size`, or None when the table does not say."""
-        if size is not None and size in self.per_image_by_size:
-            return self.per_image_by_size[size]
-        return self.per_image
 
 
 @dataclass(frozen=True)
@@ -303,43 +275,6 @@ class Settings:
         return settings
 
 
-def redact_url(url: str) -> str:
-    """A URL with its password (and any secret user:password pair) replaced by ***, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
-def url_host(url: str) -> str:
-    """The host (and port, if given) of a URL, without any user:password in it: safe to print."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 address
-    try:
-        port = parts.port
-    except ValueError:  # a port that is not a number: leave it out rather than fail while logging
-        port = None
-    return f"{host}:{port}" if port is not None else host
-
-
-def public_url(url: str) -> str:
-    """A URL without its user:password and query (either may hold a secret): safe to print."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, url_host(url), parts.path, "", ""))
-
-
-def database_kind(database_url: str) -> str:
-    """What DATABASE_URL names, for the log: SQLite and its file, or a server's kind, host and database."""
-    if database_url.startswith("sqlite:///"):
-        return f"SQLite {database_url.removeprefix('sqlite:///')}"
-    scheme = urlsplit(database_url).scheme
-    kind = "PostgreSQL" if scheme in ("postgres", "postgresql") else scheme or "unknown"
-    return f"{kind} {url_host(database_url)}{urlsplit(database_url).path}"
-
-
 def _check_speech(settings: Settings, reader: _EnvReader) -> None:
     """The speech settings that only make sense together with others."""
     # With both on the OpenAI API, OPENAI_API_KEY is the one missing, and that is said already.
@@ -356,81 +291,17 @@ def _check_speech(settings: Settings, reader: _EnvReader) -> None:
         )
 
 
-def _is_price(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-
-
 def _is_image_size(value: str) -> bool:
     width, _, height = value.partition("x")
     return value == "auto" or (width.isdigit() and height.isdigit())
 
 
-class _EnvReader:
-    """Reads typed values from the environment, collecting problems instead of stopping at the first."""
+class _EnvReader(EnvReader):
+    """The environment reader with the readers only these settings need."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def problem(self, message: str) -> None:
-        self.problems.append(message)
-
-    def text(self, name: str, default: str) -> str:
-        value = self.env.get(name, "").strip()
-        return value or default
-
-    def _parse(self, name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            return parse(raw)
-        except ValueError:
-            self.problem(f"{name} must be {expected}, not {raw!r}.")
-            return default
-
-    def integer(self, name: str, default: int, *, minimum: int) -> int:
-        value = self._parse(name, default, int, "a whole number")
-        if value < minimum:
-            self.problem(f"{name} must be at least {minimum}, not {value}.")
-        return value
-
-    def number(self, name: str, default: float, *, minimum: float) -> float:
-        value = self._parse(name, default, float, "a number")
-        if value < minimum:
-            self.problem(f"{name} must be at least {minimum:g}, not {value:g}.")
-        return value
-
-    def optional_int(
-        self, name: str, expected: str = "a Discord server id (a number; right-click the server → Copy ID)"
-    ) -> int | None:
-        return self._parse(name, None, int, expected)
-
-    def ids(self, name: str, kind: str) -> frozenset[int]:
-        """A comma-separated list of Discord ids; unset means an empty set."""
-        raw = self.env.get(name, "").strip()
-        parts = [part.strip() for part in raw.split(",") if part.strip()]
-        bad = [part for part in parts if not part.isdigit()]
-        if bad:
-            self.problem(
-                f"{name} must be a comma-separated list of {kind} ids (numbers; right-click the {kind} → Copy ID "
-                f"with Developer Mode on); these are not: {', '.join(bad)}."
-            )
-            return frozenset()
-        return frozenset(int(part) for part in parts)
-
-    def model_names(self, name: str) -> tuple[str, ...]:
-        """A comma-separated list of model names; unset means none."""
-        names = tuple(dict.fromkeys(part.strip() for part in self.env.get(name, "").split(",") if part.strip()))
-        bad = [model for model in names if not MODEL_NAME.match(model)]
-        if bad:
-            self.problem(f"{name} must be comma-separated model names such as gpt-5-mini,gpt-5; not {', '.join(bad)}.")
-            return ()
-        return names
-
-    def patterns(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        """Comma-separated model name patterns (`*` matches any run of characters); unset means the default."""
-        return parse_patterns(self.env.get(name, "")) or default
+    def prices(self, name: str) -> dict[str, ModelPrice]:
+        """The price table: a JSON object, or the path of a JSON file holding one."""
+        return read_prices(self, name)
 
     def database_url(self, name: str) -> str:
         """sqlite:///path, or a PostgreSQL URL as platforms' add-ons give it; never echoed, as it may hold a
@@ -467,64 +338,6 @@ class _EnvReader:
             self.problem(f"{name} lists shard {ids[-1]}, but shards are numbered 0 to {shard_count - 1} (SHARD_COUNT).")
         return ids
 
-    def prices(self, name: str) -> dict[str, ModelPrice]:
-        """The price table: a JSON object, or the path of a JSON file holding one."""
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return {}
-        if raw.startswith("{"):
-            source = raw
-        else:
-            try:
-                # utf-8-sig: editors on Windows often save JSON with a byte-order mark.
-                source = Path(raw).read_text(encoding="utf-8-sig")
-            except OSError as error:
-                self.problem(f"{name} must be a JSON object or the path of a JSON file; {raw!r}: {error.strerror}.")
-                return {}
-            except UnicodeError:
-                self.problem(f"{name}: the file {raw!r} is not UTF-8 text. Save it as UTF-8 JSON.")
-                return {}
-        try:
-            table = json.loads(source)
-        except ValueError as error:
-            self.problem(f"{name} is not valid JSON ({error}).")
-            return {}
-        if not isinstance(table, dict):
-            self.problem(f"{name} must be a JSON object of model name → prices, such as {PRICES_EXAMPLE}.")
-            return {}
-        prices = {}
-        for model, entry in table.items():
-            price = self._model_price(name, str(model), entry)
-            if price is not None:
-                prices[str(model)] = price
-        return prices
-
-    def _model_price(self, name: str, model: str, entry: Any) -> ModelPrice | None:
-        if not isinstance(entry, dict) or not entry:
-            self.problem(f"{name}: the entry for {model!r} must be an object with some of: {', '.join(PRICE_KEYS)}.")
-            return None
-        bad_keys = [key for key in entry if key not in PRICE_KEYS]
-        if bad_keys:
-            known = "; ".join(f"{key}: per {unit}" for key, unit in PRICE_KEYS.items())
-            self.problem(f"{name}: {model!r} has unknown keys {', '.join(map(repr, bad_keys))} (known ones: {known}).")
-            return None
-        image = entry.get("image")
-        by_size = image if isinstance(image, dict) else {}
-        numbers = {key: value for key, value in entry.items() if key != "image" or not by_size}
-        numbers |= {f"image {size}": value for size, value in by_size.items()}
-        bad_values = [key for key, value in numbers.items() if not _is_price(value)]
-        if bad_values:
-            self.problem(f"{name}: in {model!r}, {', '.join(bad_values)} must be a number at least 0.")
-            return None
-        return ModelPrice(
-            input_per_million=float(entry.get("input", 0)),
-            output_per_million=float(entry.get("output", 0)),
-            per_image=None if by_size or image is None else float(image),
-            per_image_by_size={str(size): float(value) for size, value in by_size.items()},
-            per_audio_minute=float(entry.get("audio_minute", 0)),
-            per_million_speech_characters=float(entry.get("speech_characters", 0)),
-        )
-
     def base_url(self, name: str) -> str | None:
         """An optional http(s) URL of an OpenAI-compatible server, without its trailing slash; unset is None."""
         url = self.text(name, "").rstrip("/")
@@ -548,27 +361,3 @@ class _EnvReader:
                 return mode
         self.problem(f"{name} must be {', '.join(VOICE_REPLY_MODES[:-1])} or {VOICE_REPLY_MODES[-1]}, not {value!r}.")
         return default
-
-    def boolean(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-
-        return self._parse(name, default, parse, "true or false")
-
-    def choices(
-        self, name: str, default: tuple[str, ...], is_valid: Callable[[str], bool], expected: str
-    ) -> tuple[str, ...]:
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        values = tuple(part.strip() for part in raw.split(",") if part.strip())
-        bad = [value for value in values if not is_valid(value)]
-        if bad or not values:
-            self.problem(f"{name} must be a comma-separated list of {expected}; these are not: {', '.join(bad)}.")
-            return default
-        return values

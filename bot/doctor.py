@@ -18,10 +18,11 @@ from discord.http import HTTPClient
 from bot.access import FEATURES, Feature, Gate
 from bot.api import OpenAIClient
 from bot.bot import PERMISSION_NAMES, Bot
-from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings, public_url, url_host
+from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings
 from bot.errors import ApiError, ApiErrorKind, ConfigError
 from bot.render import count
 from bot.store import OutdatedSchema, PostgresStore, SqliteStore, Store, is_postgres_url
+from bot.urls import public_url, url_host
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1

@@ -6,7 +6,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from bot.config import Limits, ModelPrice
+from bot.config import Limits
+from bot.prices import ModelPrice
 from bot.render import count
 from bot.store import UsageSum, UsageTotals
 

@@ -11,8 +11,10 @@ import pytest
 from dotenv import dotenv_values
 
 import bot
-from bot.config import OPENAI_DEFAULT_BASE_URL, Limits, ModelPrice, Settings, public_url, url_host
+from bot.config import OPENAI_DEFAULT_BASE_URL, Limits, Settings
 from bot.errors import ConfigError
+from bot.prices import ModelPrice
+from bot.urls import public_url, url_host
 
 PROJECT_ROOT = Path(__file__).parents[2]
 MINIMAL = {"DISCORD_TOKEN": "discord-token", "OPENAI_API_KEY": "sk-secret-key"}

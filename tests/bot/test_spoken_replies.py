@@ -16,10 +16,11 @@ import pytest
 
 from bot.access import Gate, start_of_day
 from bot.api import OpenAIClient
-from bot.config import Limits, ModelPrice, Settings
+from bot.config import Limits, Settings
 from bot.doctor import Report, check_api, check_speech_api
 from bot.errors import ApiError, ApiErrorKind, ConfigError, UserError
 from bot.jobs import JobRunner
+from bot.prices import ModelPrice
 from bot.records import Records
 from bot.spoken_replies import (
     OPENAI_VOICES,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.config import Limits, ModelPrice
+from bot.config import Limits
+from bot.prices import ModelPrice
 from bot.store import UsageSum
 from bot.usage import Cost, describe_cost, estimate_cost, guild_report, own_report, rank_users
 
