@@ -1,37 +1,23 @@
-"""`python -m bot doctor`: checks the settings, the API and Discord, and prints each problem with its fix."""
+"""The doctor's checks of Discord: the token, the intent, the shards, each server's permissions, named ids."""
 
 from __future__ import annotations
 
 import asyncio
-import difflib
-import sqlite3
-import sys
-import time
-from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any
 
 import aiohttp
-import asyncpg
 import discord
 from discord.http import HTTPClient
 
 from bot.access import FEATURES, Feature, Gate
-from bot.api import OpenAIClient
-from bot.bot import PERMISSION_NAMES, Bot
+from bot.bot import PERMISSION_NAMES
 from bot.config import DEVELOPER_PORTAL, TOKEN_FIX, Settings
-from bot.errors import ApiError, ApiErrorKind, ConfigError
+from bot.doctor.report import Report
 from bot.render import count
-from bot.store import OutdatedSchema, PostgresStore, SqliteStore, Store, is_postgres_url
-from bot.urls import public_url, url_host
 
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_CONFIG = 2
 # Doctor waits less than the bot would: a check that hangs is a finding in itself.
-API_TIMEOUT_SECONDS = 30.0
 DISCORD_TIMEOUT_SECONDS = 60.0
 GUILD_TIMEOUT_SECONDS = 20.0
-DATABASE_TIMEOUT_SECONDS = 20.0
 MAX_GUILDS_PER_SHARD = 2_500
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
@@ -55,255 +41,6 @@ FEATURE_PERMISSIONS: dict[Feature, tuple[str, ...]] = {
 ROLE_SETTINGS = ("CHAT_ROLE_IDS", "IMAGES_ROLE_IDS", "AUDIO_ROLE_IDS", "SPEECH_ROLE_IDS")
 
 Json = dict[str, Any]
-
-
-class Report:
-    """Prints findings as they come and counts the problems; never prints a key or a token."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self.problems = 0
-
-    def _print(self, text: str) -> None:
-        # Flushed line by line: the checks wait on the network, and output held in a pipe's buffer
-        # (docker compose run, a CI log) would make the doctor look stuck.
-        print(text, file=self._out, flush=True)
-
-    def section(self, title: str) -> None:
-        """Start a group of findings."""
-        self._print(f"\n{title}")
-
-    def ok(self, text: str) -> None:
-        """Something that is as it should be."""
-        self._print(f"  ✓ {text}")
-
-    def waiting(self, text: str) -> None:
-        """What is being checked, said before a wait that may be long."""
-        self._print(f"  … {text}")
-
-    def line(self, text: str) -> None:
-        """A line of its own, such as the invite link."""
-        self._print(text)
-
-    def note(self, text: str) -> None:
-        """Worth knowing, but not a problem."""
-        self._print(f"  • {text}")
-
-    def problem(self, text: str, fix: str) -> None:
-        """Something to fix, with how."""
-        self.problems += 1
-        self._print(f"  ✗ {text}\n    Fix: {fix}")
-
-
-def main(env: Mapping[str, str], out: TextIO = sys.stdout) -> int:
-    """Run every check against the settings in `env`; return the exit code (0 only when all is well)."""
-    report = Report(out)
-    report.section("Configuration")
-    try:
-        settings = Settings.from_env(env)
-    except ConfigError as error:
-        for problem in error.problems:
-            report.problem(problem, "set it in the environment or .env, then run the doctor again.")
-        return EXIT_CONFIG
-    report.ok("Every setting is present and valid.")
-    check_configuration(settings, report)
-    return asyncio.run(diagnose(settings, report))
-
-
-def check_configuration(settings: Settings, report: Report) -> None:
-    """Notes on settings that are valid but may not do what the owner expects."""
-    moderating = settings.moderate_prompts or settings.moderate_answers
-    if settings.moderation_log_channel_id is not None and not moderating:
-        report.note("MODERATION_LOG_CHANNEL_ID is set, but MODERATE_PROMPTS and MODERATE_ANSWERS are both off.")
-    if not settings.prices:
-        report.note("PRICES is empty: /usage cannot estimate what use costs.")
-
-
-async def diagnose(settings: Settings, report: Report) -> int:
-    """Check the API and Discord; print the invite link; return the exit code."""
-    store = await _open_store(settings, report)
-    try:
-        async with aiohttp.ClientSession() as session:
-            await check_api(settings, store, session, report)
-            if speech_server_apart(settings):
-                await check_speech_api(settings, store, session, report)
-        application_id = await check_discord(settings, Gate(store, settings), report)
-    finally:
-        await store.close()
-    if application_id is not None:
-        report.line(f"\nInvite link: {Bot.invite_url(application_id)}")
-    if report.problems:
-        report.line(f"\n{count(report.problems, 'problem')} found.")
-        return EXIT_PROBLEMS
-    report.line("\nAll is well.")
-    return EXIT_OK
-
-
-async def _open_store(settings: Settings, report: Report) -> Store:
-    """The bot's database, read-only, for the per-server settings; else an empty one in memory (said why)."""
-    if is_postgres_url(settings.database_url):
-        store = await _open_postgres(settings, report)
-    else:
-        store = await _open_sqlite(settings, report)
-    return store if store is not None else await SqliteStore.open(":memory:")
-
-
-async def _open_sqlite(settings: Settings, report: Report) -> Store | None:
-    path = settings.database_path
-    report.section(f"Database ({path})")
-    if not path.exists():
-        report.note("It does not exist yet: the bot creates it at its first start.")
-        return None
-    try:
-        store = await SqliteStore.open_read_only(path)
-    except OutdatedSchema as error:
-        _report_schema(error, report)
-    except (sqlite3.Error, OSError) as error:
-        report.problem(
-            f"It cannot be read as a database ({error}).",
-            "Restore it from a backup, or point DATABASE_URL at a new file (the history in it is lost).",
-        )
-    else:
-        report.ok("Readable, with the current schema.")
-        return store
-    return None
-
-
-async def _open_postgres(settings: Settings, report: Report) -> Store | None:
-    report.section(f"Database ({settings.database_display})")
-    report.waiting(
-        f"Connecting to PostgreSQL at {url_host(settings.database_url)} (up to {DATABASE_TIMEOUT_SECONDS:.0f} s)"
-    )
-    try:
-        async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
-            store = await PostgresStore.open(settings.database_url, pool_size=1, migrate=False)
-    except OutdatedSchema as error:
-        _report_schema(error, report)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
-        detail = str(error).replace(settings.database_url, settings.database_display) or type(error).__name__
-        report.problem(
-            f"The database cannot be reached or read ({detail}).",
-            "check DATABASE_URL (host, port, user, password, database name, sslmode) and that the server is up.",
-        )
-    else:
-        report.ok("Reachable and readable, with the current schema.")
-        return store
-    return None
-
-
-def _report_schema(error: OutdatedSchema, report: Report) -> None:
-    if error.found < error.expected:
-        report.note(f"It has {error}: the bot migrates it at its next start.")
-    else:
-        report.problem(
-            f"It has {error}, written by a newer version of the bot.",
-            "Run the newer version, or point DATABASE_URL at another database.",
-        )
-
-
-async def check_api(settings: Settings, store: Store, session: aiohttp.ClientSession, report: Report) -> None:
-    """Reach the API, list its models, and check every model the bot is configured to use, here or by admins."""
-    report.section(f"API ({public_url(settings.openai_base_url)})")
-    known = await _list_models(settings.openai_base_url, settings.openai_api_key, settings, session, report, "OPENAI")
-    if known is None:
-        return
-    configured = [
-        ("CHAT_MODEL", settings.chat_model),
-        *(("CHAT_MODELS", model) for model in settings.chat_models if model != settings.chat_model),
-        ("IMAGE_MODEL", settings.image_model),
-        ("TRANSCRIBE_MODEL", settings.transcribe_model),
-    ]
-    if not speech_server_apart(settings):
-        configured.append(("TTS_MODEL", settings.tts_model))
-    if settings.moderate_prompts or settings.moderate_answers:
-        configured.append(("MODERATION_MODEL", settings.moderation_model))
-    chosen = list(await store.chosen_models())
-    if speech_server_apart(settings):
-        chosen = [(feature, model) for feature, model in chosen if feature != "speech"]
-    _check_models(configured, chosen, known, report)
-
-
-def speech_server_apart(settings: Settings) -> bool:
-    """Whether speech comes from a server of its own (TTS_BASE_URL), whose models are listed there."""
-    return settings.speech_base_url != settings.openai_base_url
-
-
-async def check_speech_api(settings: Settings, store: Store, session: aiohttp.ClientSession, report: Report) -> None:
-    """Reach the speech server (TTS_BASE_URL) and check the speech models the bot uses there."""
-    report.section(f"Speech API ({public_url(settings.speech_base_url)})")
-    known = await _list_models(settings.speech_base_url, settings.speech_api_key, settings, session, report, "TTS")
-    if known is None:
-        return
-    chosen = [(feature, model) for feature, model in await store.chosen_models() if feature == "speech"]
-    _check_models([("TTS_MODEL", settings.tts_model)], chosen, known, report)
-
-
-async def _list_models(
-    base_url: str, api_key: str, settings: Settings, session: aiohttp.ClientSession, report: Report, prefix: str
-) -> set[str] | None:
-    """The models an API lists, or None when it cannot be asked or lists none (which is said); `prefix` names its
-    settings (OPENAI_BASE_URL and OPENAI_API_KEY, or TTS_…) in the fixes."""
-    timeout = min(settings.api_timeout_seconds, API_TIMEOUT_SECONDS)
-    client = OpenAIClient(session, base_url=base_url, api_key=api_key, timeout_seconds=timeout, max_retries=0)
-    report.waiting(f"Asking the API at {url_host(base_url)} for its models (up to {timeout:.0f} s)…")
-    started = time.perf_counter()
-    try:
-        listed = await client.get_json("/models")
-    except ApiError as error:
-        text, fix = _api_failure(error, prefix)
-        report.problem(text, fix)
-        return None
-    known = {str(entry.get("id")) for entry in listed.get("data") or [] if isinstance(entry, dict)}
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    report.ok(f"GET /models answered in {elapsed_ms:.0f} ms, listing {count(len(known), 'model')}.")
-    if not known:
-        report.note("The API lists no models, so the configured ones cannot be checked; some servers list none.")
-        return None
-    return known
-
-
-def _check_models(
-    configured: list[tuple[str, str]], chosen: list[tuple[str, str]], known: set[str], report: Report
-) -> None:
-    """Each configured model (setting, name) and each chosen with /settings model (feature, name) must be known."""
-    for name, model in configured:
-        if model in known:
-            report.ok(f"{name} {model} is offered.")
-        else:
-            report.problem(
-                f"{name} {model} is not offered by the API.",
-                f"set {name} to a model it offers, such as {_offered_like(model, known)}.",
-            )
-    for feature, model in chosen:
-        if model not in known:
-            report.problem(
-                f"The {feature} model {model}, chosen for a server or channel with /settings model, is not offered.",
-                f"choose another with /settings model (such as {_offered_like(model, known)}), or leave model "
-                "out there to go back to the default.",
-            )
-
-
-def _offered_like(model: str, known: set[str]) -> str:
-    """Offered models with names close to `model`, else the first few offered."""
-    return ", ".join(difflib.get_close_matches(model, sorted(known), n=3, cutoff=0.5) or sorted(known)[:5])
-
-
-def _api_failure(error: ApiError, prefix: str = "OPENAI") -> tuple[str, str]:
-    """What a failed GET /models means, and how to fix it (`prefix`: whose settings, OPENAI or TTS)."""
-    key, url = f"{prefix}_API_KEY", f"{prefix}_BASE_URL"
-    if error.kind is ApiErrorKind.BAD_KEY:
-        return (
-            f"The API rejected {key}.",
-            f"create a key (for OpenAI: https://platform.openai.com/api-keys) and put it in {key}.",
-        )
-    if error.kind in (ApiErrorKind.UNREACHABLE, ApiErrorKind.TIMEOUT):
-        return f"The API did not answer ({error.detail}).", f"check {url} and this machine's network."
-    if error.status == 404:
-        return (
-            f"The API has no GET /models at {url}.",
-            f"check {url}: it usually ends in /v1 (such as https://api.openai.com/v1).",
-        )
-    return f"GET /models failed: {error.detail}", error.user_message()
 
 
 async def check_discord(settings: Settings, gate: Gate, report: Report) -> int | None:
