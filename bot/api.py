@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
+from bot.chat_messages import ChatRequest, ChatResult
+from bot.chat_stream import apply_chunk, event_batches
 from bot.errors import ApiError, ApiErrorKind
 from bot.models import DEFAULT_REASONING_MODELS, model_matches
 from bot.reasoning import ThinkFilter
@@ -27,8 +27,6 @@ INITIAL_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 8.0
 # Waiting longer than this for a rate limit is worse than telling the user to come back.
 MAX_RETRY_AFTER_SECONDS = 30.0
-# A chat chunk is a few hundred bytes; an event past this is a broken or hostile stream, not an answer.
-MAX_EVENT_BYTES = 1024 * 1024
 RETRYABLE_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 # Error messages sometimes quote (part of) a key back; keys never reach a log or a user.
 KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
@@ -36,121 +34,6 @@ KEY_PATTERN = re.compile(r"\b(sk-|key-)[A-Za-z0-9_\-*.]{4,}")
 Sleep = Callable[[float], Awaitable[None]]
 # What a model name can look like ("gpt-5-mini", "meta-llama/Llama-3.1-8B:free"); anything else is a typo.
 MODEL_NAME = re.compile(r"^[\w.\-:/]{1,100}$")
-
-
-@dataclass(frozen=True)
-class TextPart:
-    """Text within a message made of parts."""
-
-    text: str
-
-    def to_json(self) -> dict[str, Any]:
-        """The part as the API expects it."""
-        return {"type": "text", "text": self.text}
-
-
-@dataclass(frozen=True)
-class ImagePart:
-    """A picture within a user message: always a `data:` URL, never a link the provider would fetch."""
-
-    url: str
-    detail: str = "high"  # the bot scales pictures for high detail, so the tokens counted are the ones billed
-
-    def to_json(self) -> dict[str, Any]:
-        """The part as the API expects it."""
-        return {"type": "image_url", "image_url": {"url": self.url, "detail": self.detail}}
-
-
-ContentPart = TextPart | ImagePart
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One message of a chat request.
-
-    `content` is always the message's text, which is what is counted and stored; a message with
-    pictures also has `parts` (build it with `with_parts`), and then the parts are what is sent.
-    """
-
-    role: str
-    content: str
-    name: str | None = None
-    parts: tuple[ContentPart, ...] = ()
-
-    @classmethod
-    def with_parts(cls, role: str, parts: Sequence[ContentPart], name: str | None = None) -> ChatMessage:
-        """A message made of parts in order; its `content` is the text of its text parts."""
-        text = "\n\n".join(part.text for part in parts if isinstance(part, TextPart))
-        return cls(role, text, name, tuple(parts))
-
-    def to_json(self) -> dict[str, Any]:
-        """The message as the API expects it: content as a string, or as a list when it has parts."""
-        body: dict[str, Any] = {"role": self.role}
-        body["content"] = [part.to_json() for part in self.parts] if self.parts else self.content
-        if self.name:
-            body["name"] = self.name
-        return body
-
-    @functools.cached_property
-    def encoded(self) -> str:
-        """to_json() as JSON text, made once: a conversation's turns go out again with every request."""
-        return json.dumps(self.to_json())
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens the API says a call used; output tokens include any reasoning tokens."""
-
-    input_tokens: int
-    output_tokens: int
-    reasoning_tokens: int = 0
-
-
-@dataclass
-class ChatResult:
-    """A finished (or, while streaming, growing) chat answer."""
-
-    text: str = ""  # the visible answer only: reasoning never reaches it
-    finish_reason: str | None = None
-    refusal: str | None = None
-    usage: Usage | None = None
-    model: str | None = None
-    saw_reasoning: bool = False  # the server sent reasoning (as <think> text or a reasoning field)
-    temperature_ignored: bool = False  # a temperature was asked for, but the model takes none (REASONING_MODELS)
-    complete: bool = False  # the stream has ended: this is the whole answer
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """What to ask the chat endpoint."""
-
-    model: str
-    messages: list[ChatMessage]
-    max_completion_tokens: int
-    temperature: float | None = None
-    safety_identifier: str | None = None
-
-    def to_json(self, *, stream: bool, temperature: bool = True) -> dict[str, Any]:
-        """The request body; temperature only when the user set it (reasoning models accept only the default)."""
-        messages = [message.to_json() for message in self.messages]
-        return {"model": self.model, "messages": messages, **self._settings(stream=stream, temperature=temperature)}
-
-    def encode(self, *, stream: bool, temperature: bool = True) -> bytes:
-        """to_json() as JSON, from each message's JSON made once (the bulk of a long conversation's request)."""
-        settings = json.dumps({"model": self.model, **self._settings(stream=stream, temperature=temperature)})
-        messages = ",".join(message.encoded for message in self.messages)
-        return f'{{"messages": [{messages}], {settings[1:]}'.encode()
-
-    def _settings(self, *, stream: bool, temperature: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"max_completion_tokens": self.max_completion_tokens}
-        if self.temperature is not None and temperature:
-            body["temperature"] = self.temperature
-        if self.safety_identifier:
-            body["safety_identifier"] = self.safety_identifier
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
-        return body
 
 
 class OpenAIClient:
@@ -214,7 +97,7 @@ class OpenAIClient:
             try:
                 # Events that arrived together are folded in together: an answer whose end is already here is
                 # handed over once, whole, rather than shown and then stored again.
-                async for batch in _event_batches(r.content, self._timeout):
+                async for batch in event_batches(r.content, self._timeout):
                     added = ""
                     for data in batch:
                         if data == "[DONE]":
@@ -223,7 +106,7 @@ class OpenAIClient:
                         event = json.loads(data)
                         if "error" in event:
                             raise self._error_from_body(event, status=None, model=request.model)
-                        added += _apply_chunk(result, event, think)
+                        added += apply_chunk(result, event, think)
                     if saw_done:
                         break
                     if added:
@@ -410,64 +293,3 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             continue  # an HTTP date; rare from these APIs, back off instead
     return None
-
-
-def _parse_usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    details = raw.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0), int(reasoning or 0))
-
-
-def _apply_chunk(result: ChatResult, chunk: dict[str, Any], think: ThinkFilter) -> str:
-    """Fold one chat.completion.chunk into the result; return the visible text it added."""
-    if chunk.get("usage"):
-        result.usage = _parse_usage(chunk["usage"])
-    result.model = chunk.get("model") or result.model
-    added = ""
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        added += think.feed(delta.get("content") or "")
-        # DeepSeek, vLLM and others stream reasoning in `reasoning_content`, OpenRouter in `reasoning`.
-        if delta.get("reasoning_content") or delta.get("reasoning"):
-            result.saw_reasoning = True
-        if delta.get("refusal"):
-            result.refusal = (result.refusal or "") + delta["refusal"]
-        if choice.get("finish_reason"):
-            result.finish_reason = choice["finish_reason"]
-    result.saw_reasoning = result.saw_reasoning or think.saw_reasoning
-    result.text += added
-    return added
-
-
-class EventTooLong(ValueError):
-    """A Server-Sent Event longer than any chat chunk is: the stream is broken (or hostile)."""
-
-
-async def _event_batches(stream: aiohttp.StreamReader, idle_timeout: float) -> AsyncIterator[list[str]]:
-    """The `data:` payloads of a Server-Sent Events stream, in batches of what has arrived together.
-
-    Waits at most `idle_timeout` for more data; raises EventTooLong for an event over MAX_EVENT_BYTES.
-    """
-    pending = b""
-    data_lines: list[str] = []
-    while True:
-        received = await asyncio.wait_for(stream.readany(), idle_timeout)
-        if not received:
-            return
-        pending += received + stream.read_nowait()  # and whatever else is already buffered
-        *lines, pending = pending.split(b"\n")
-        if max(len(pending), *(len(raw) for raw in lines)) > MAX_EVENT_BYTES:
-            raise EventTooLong(f"an event of over {MAX_EVENT_BYTES} bytes")
-        batch: list[str] = []
-        for raw in lines:
-            line = raw.decode().rstrip("\r")
-            if not line:
-                if data_lines:
-                    batch.append("\n".join(data_lines))
-                    data_lines = []
-            elif line.startswith("data:"):
-                data_lines.append(line[5:].lstrip(" "))
-        if batch:
-            yield batch

@@ -6,7 +6,7 @@ import base64
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.api import ChatMessage, ImagePart, TextPart
+from bot.chat_messages import ChatMessage, ImagePart, TextPart
 from bot.store import NewTurn, Picture, Turn
 from bot.tokens import TokenCounter
 

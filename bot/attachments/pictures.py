@@ -15,8 +15,8 @@ from typing import cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from bot.api import ImagePart
 from bot.attachments.kinds import PICTURE_KINDS, UnusableAttachment, quoted
+from bot.chat_messages import ImagePart
 
 log = logging.getLogger(__name__)
 

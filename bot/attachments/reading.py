@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.api import ContentPart, TextPart
 from bot.attachments.kinds import (
     AttachmentLimits,
     Kind,
@@ -18,6 +17,7 @@ from bot.attachments.kinds import (
 from bot.attachments.pdf import read_pdf
 from bot.attachments.pictures import SeenPicture, prepare_picture
 from bot.attachments.text import SharedText, read_text_file
+from bot.chat_messages import ContentPart, TextPart
 
 
 @dataclass(frozen=True)

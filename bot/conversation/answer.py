@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bot.api import ChatRequest, ChatResult
+from bot.chat_messages import ChatRequest, ChatResult
 from bot.errors import GENERIC_FAILURE, ApiError, ApiErrorKind, describe_expected
 from bot.moderation import withheld_note
 from bot.render import with_notes

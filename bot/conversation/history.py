@@ -6,7 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from bot.api import ChatMessage
+from bot.chat_messages import ChatMessage
 from bot.store import Store, Turn
 from bot.tokens import TokenCounter
 from bot.window import MAX_WINDOW_TURNS, NameOf, ShownPictures, turn_to_message, turn_tokens

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from bot.api import ChatMessage, ChatRequest, ChatResult, ImagePart, OpenAIClient, TextPart
+from bot.api import OpenAIClient
+from bot.chat_messages import ChatMessage, ChatRequest, ChatResult, ImagePart, TextPart
 from bot.errors import ApiError, ApiErrorKind
 from tests.fakes.openai_server import (
     ApiErrorReply,
