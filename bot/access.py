@@ -2,82 +2,31 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
 import discord
 
 from bot.api import MODEL_NAME
+from bot.budgets import FEATURE_NAMES as FEATURE_NAMES
+from bot.budgets import FEATURES as FEATURES
+from bot.budgets import Feature as Feature
+from bot.budgets import budget_caps, rate_caps, refusal_words
+from bot.budgets import start_of_day as start_of_day
+from bot.budgets import start_of_month as start_of_month
+from bot.budgets import tighter as tighter
 from bot.config import VOICE_REPLY_MODES, Limits, Settings, VoiceReplies
-from bot.errors import LimitReached, UserError
+from bot.errors import UserError
 from bot.records import Records
-from bot.render import count, plural
-from bot.store import Cap, Refusal, Reservation, Store, UsageRecord, utc_now
-
-Feature = Literal["chat", "images", "audio", "speech"]
-FEATURES: tuple[Feature, ...] = ("chat", "images", "audio", "speech")
-FEATURE_NAMES: dict[Feature, str] = {
-    "chat": "Chat",
-    "images": "Image generation",
-    "audio": "Transcription",
-    "speech": "Speech",
-}
+from bot.store import Refusal, Reservation, Store, UsageRecord, utc_now
 
 NO_DMS = "💬 I don't work in direct messages here. Use me in a server."
 BLOCKED = "🚫 You can't use this bot."
 # A refused /chat model: names this many of the allowed ones (Discord's autocomplete offers 25).
 MAX_MODELS_NAMED = 25
 GUILD_NOT_ALLOWED = "🚫 This bot isn't enabled in this server."
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How one feature's daily budget is measured and named.
-
-    The store counts use in the feature's own measure (tokens, images, seconds of audio); a limit is set in
-    `unit`s, each `per_unit` of that measure (a minute of audio is 60 seconds).
-    """
-
-    noun: str
-    unit: str  # singular: "image", "minute of audio"
-    user_limit: str
-    guild_limit: str
-    per_unit: float = 1.0
-    units: str | None = None  # the plural, when it is not `unit` + "s"
-
-
-BUDGETS: dict[Feature, Budget] = {
-    "chat": Budget("chat", "token", "user_daily_chat_tokens", "guild_daily_chat_tokens"),
-    "images": Budget("image", "image", "user_daily_images", "guild_daily_images"),
-    "audio": Budget(
-        "transcription",
-        "minute of audio",
-        "user_daily_audio_minutes",
-        "guild_daily_audio_minutes",
-        per_unit=60.0,
-        units="minutes of audio",
-    ),
-    "speech": Budget(
-        "speech",
-        "character of speech",
-        "user_daily_speech_characters",
-        "guild_daily_speech_characters",
-        units="characters of speech",
-    ),
-}
-
-
-def start_of_day(moment: datetime) -> datetime:
-    """00:00 UTC on the day of `moment`: when daily budgets reset."""
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def start_of_month(moment: datetime) -> datetime:
-    """00:00 UTC on the first of the month of `moment`."""
-    return start_of_day(moment).replace(day=1)
 
 
 def role_ids_of(user: discord.abc.User) -> list[int]:
@@ -88,13 +37,6 @@ def role_ids_of(user: discord.abc.User) -> list[int]:
 def parent_id_of(channel: object) -> int | None:
     """The channel a thread belongs to, whose settings the thread inherits; None for anything else."""
     return channel.parent_id if isinstance(channel, discord.Thread) else None
-
-
-def tighter(bot_wide: int, guild: int | None) -> int:
-    """The stricter of the bot-wide limit and a guild's own (0 means no limit), so a guild can only lower it."""
-    if guild is None or guild <= 0:
-        return bot_wide
-    return guild if bot_wide == 0 else min(bot_wide, guild)
 
 
 @dataclass
@@ -220,26 +162,26 @@ class Gate:
         self._check_roles(feature, set(role_ids), in_guild=guild_id is not None)
         limits = await self.limits_for(guild_id)
         amount = {"images": float(images), "audio": audio_seconds, "speech": float(characters)}.get(feature, 0.0)
-        rates = _rate_caps(limits, user_id, guild_id) if counts_as_request else ()
+        rates = rate_caps(limits, user_id, guild_id) if counts_as_request else ()
         outcome = await self.store.reserve(
             Reservation(
                 feature,
                 user_id,
                 guild_id,
                 amount,
-                _budget_caps(feature, limits, user_id, guild_id),
+                budget_caps(feature, limits, user_id, guild_id),
                 rates,
                 now=self._now(),
             )
         )
         if isinstance(outcome, Refusal):
-            raise self._refused(feature, outcome, amount)
+            raise refusal_words(feature, outcome, amount, self._now())
         return Admission(self, feature, user_id, guild_id, channel_id, outcome.hold_id, amount)
 
     async def hold_more(self, admission: Admission, amount: float) -> None:
         """Check that `amount` more fits today's budgets and hold it too (audio whose length shows once decoded)."""
         limits = await self.limits_for(admission.guild_id)
-        budgets = _budget_caps(admission.feature, limits, admission.user_id, admission.guild_id)
+        budgets = budget_caps(admission.feature, limits, admission.user_id, admission.guild_id)
         reservation = Reservation(
             admission.feature,
             admission.user_id,
@@ -252,7 +194,7 @@ class Gate:
         )
         outcome = await self.store.reserve(reservation)
         if isinstance(outcome, Refusal):
-            raise self._refused(admission.feature, outcome, amount)
+            raise refusal_words(admission.feature, outcome, amount, self._now())
         admission.hold_id = outcome.hold_id
         admission.held += amount
 
@@ -348,36 +290,6 @@ class Gate:
         roles = ", ".join(f"<@&{role_id}>" for role_id in sorted(allowed))
         raise UserError(f"🔒 {FEATURE_NAMES[feature]} needs one of these roles: {roles}.")
 
-    def _refused(self, feature: Feature, refusal: Refusal, need: float) -> LimitReached:
-        """A refused reservation as words (which limit, what is left, when it frees up) and how long it holds."""
-        reason = f"{refusal.kind}:{refusal.scope}"
-        if refusal.kind == "rate":
-            wait = max(math.ceil(refusal.retry_after), 1)
-            requests = count(int(refusal.limit), "request")
-            if refusal.scope == "user":
-                return LimitReached(
-                    f"⏳ Slow down: you can make {requests} a minute. Try again in {wait} s.", reason, wait
-                )
-            words = f"⏳ This server has reached its limit of {requests} a minute. Try again in {wait} s."
-            return LimitReached(words, reason, wait)
-        budget = BUDGETS[feature]
-        scale = budget.per_unit
-        used, limit = refusal.used / scale, refusal.limit / scale
-        resets_at = start_of_day(self._now()) + timedelta(days=1)
-        who = "You have" if refusal.scope == "user" else "This server has"
-        if used < limit:
-            left = _amount(limit - used)
-            needed = _amount(need / scale)
-            words = (
-                f"📊 That needs {needed} {plural(needed, budget.unit, budget.units)}; "
-                f"{who.lower()} {left} of today's {limit:,g} left."
-            )
-        else:
-            allowance = count(limit, budget.unit, budget.units, spec=",g")
-            words = f"📊 {who} used today's {budget.noun} allowance ({allowance})."
-        words += f" It resets at 00:00 UTC (<t:{int(resets_at.timestamp())}:R>)."
-        return LimitReached(words, reason, (resets_at - self._now()).total_seconds())
-
     async def _lookup(
         self, path: tuple[str, ...], guild_id: int | None, channel_id: int | None, parent_id: int | None
     ) -> object:
@@ -407,30 +319,5 @@ class Gate:
         return values
 
 
-def _budget_caps(feature: Feature, limits: Limits, user_id: int, guild_id: int | None) -> tuple[Cap, ...]:
-    """The daily budgets a request counts against (the member's, and the server's in a guild), in the store's
-    measure; a limit of 0 is none."""
-    budget = BUDGETS[feature]
-    caps = [Cap("user", user_id, getattr(limits, budget.user_limit) * budget.per_unit)]
-    if guild_id is not None:
-        caps.append(Cap("guild", guild_id, getattr(limits, budget.guild_limit) * budget.per_unit))
-    return tuple(cap for cap in caps if cap.limit > 0)
-
-
-def _rate_caps(limits: Limits, user_id: int, guild_id: int | None) -> tuple[Cap, ...]:
-    """The per-minute limits a request counts against; a limit of 0 is none."""
-    caps = [Cap("user", user_id, limits.user_requests_per_minute)]
-    if guild_id is not None:
-        caps.append(Cap("guild", guild_id, limits.guild_requests_per_minute))
-    return tuple(cap for cap in caps if cap.limit > 0)
-
-
 def _as_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _amount(value: float) -> str:
-    """A budget figure: whole numbers with thousands separators, minutes to one decimal (rounded down)."""
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{math.floor(value * 10) / 10:,.1f}"
