@@ -7,7 +7,7 @@ import pytest
 from bot.audio import Progress, Stage, Transcript
 from bot.errors import UserError
 from bot.render import MESSAGE_LIMIT
-from cogs.transcribe import FILE_THRESHOLD, check_language, check_media, render_progress, render_transcript
+from bot.transcripts import FILE_THRESHOLD, check_language, check_media, render_progress, render_transcript
 
 MB = 1_000_000
 

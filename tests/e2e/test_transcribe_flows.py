@@ -8,7 +8,7 @@ import pytest
 
 from bot import audio
 from bot.bot import Bot
-from cogs.transcribe import FILE_THRESHOLD
+from bot.transcripts import FILE_THRESHOLD
 from tests.databases import query
 from tests.e2e.conftest import BotRunner
 from tests.fakes.audio_fixtures import mp3_file, mp4_video, tone, voice_message, wav_file
