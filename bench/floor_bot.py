@@ -30,7 +30,7 @@ from discord.ext import commands
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The store's own connection, so the pragmas are the same (WAL, synchronous=NORMAL, busy timeout).
-from bot.store.sqlite import _connect
+from bot.store.sqlite_connection import connect
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, channel_id INTEGER, author_id INTEGER, content TEXT)"
@@ -66,7 +66,7 @@ class Floor(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         """Open the database on its thread and register the two commands."""
         loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._executor, _connect, self._database_path)
+        self._db = await loop.run_in_executor(self._executor, connect, self._database_path)
         await loop.run_in_executor(self._executor, self._db.execute, SCHEMA)
         self.tree.add_command(usage)
         self.tree.add_command(settings)
