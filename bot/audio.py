@@ -460,7 +460,7 @@ def _encode_pieces(pcm_chunks: Iterator[bytes], rate: int) -> Iterator[tuple[byt
     search = CUT_SEARCH_SECONDS * rate
     # Half the search window at most, so the cut window always lies within what is still held as PCM.
     margin = min(round(MIN_LAST_PIECE_SECONDS * rate), search // 2)
-    writer = _OpusWriter(rate)
+    writer = OpusWriter(rate)
     pending = bytearray()
     for chunk in pcm_chunks:
         pending += chunk
@@ -470,7 +470,7 @@ def _encode_pieces(pcm_chunks: Iterator[bytes], rate: int) -> Iterator[tuple[byt
             writer.write(pending[: cut * BYTES_PER_SAMPLE])
             del pending[: cut * BYTES_PER_SAMPLE]
             yield writer.finish(), writer.samples
-            writer = _OpusWriter(rate)
+            writer = OpusWriter(rate)
         settled = len(pending) // BYTES_PER_SAMPLE - search
         if settled > 0:
             writer.write(pending[: settled * BYTES_PER_SAMPLE])
@@ -480,15 +480,15 @@ def _encode_pieces(pcm_chunks: Iterator[bytes], rate: int) -> Iterator[tuple[byt
         yield writer.finish(), writer.samples
 
 
-class _OpusWriter:
-    """One piece being encoded: mono 16-bit PCM in, an Ogg/Opus file out."""
+class OpusWriter:
+    """One file being encoded: mono 16-bit PCM in, an Ogg/Opus file out (transcription pieces, voice messages)."""
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: int, *, bit_rate: int = OUTPUT_BIT_RATE, options: dict[str, str] = OPUS_OPTIONS) -> None:
         self._rate = rate
         self._buffer = io.BytesIO()
         self._container = av.open(self._buffer, "w", format="ogg")
-        self._stream = self._container.add_stream("libopus", rate=rate, options=OPUS_OPTIONS, layout="mono")
-        self._stream.bit_rate = OUTPUT_BIT_RATE
+        self._stream = self._container.add_stream("libopus", rate=rate, options=options, layout="mono")
+        self._stream.bit_rate = bit_rate
         self.samples = 0
 
     def write(self, pcm: bytes | bytearray) -> None:

@@ -17,12 +17,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import av
-from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from bot.audio import ALLOWED_DEMUXERS, ConversionStopped
+from bot.audio import ALLOWED_DEMUXERS, ConversionStopped, OpusWriter
 from bot.errors import ApiError, ApiErrorKind
 
 # What Discord's own clients send as a voice message: Opus in Ogg, encoded from 48 kHz mono, about 32 kbps.
@@ -116,37 +115,17 @@ def _mono_pcm(data: bytes, stopping: threading.Event | None) -> Iterator[bytes]:
             raise ApiError(ApiErrorKind.SERVER_ERROR, "the speech answer was damaged audio") from None
 
 
-class _VoiceWriter:
+class _VoiceWriter(OpusWriter):
     """The recording being encoded: mono 48 kHz PCM in, Ogg/Opus out, its loudness measured on the way."""
 
     def __init__(self) -> None:
-        self._buffer = io.BytesIO()
-        self._container = av.open(self._buffer, "w", format="ogg")
-        self._stream = self._container.add_stream("libopus", rate=SAMPLE_RATE, options=OPUS_OPTIONS, layout="mono")
-        self._stream.bit_rate = BIT_RATE
+        super().__init__(SAMPLE_RATE, bit_rate=BIT_RATE, options=OPUS_OPTIONS)
         self.loudness = _Loudness()
-        self.samples = 0
 
-    def write(self, pcm: bytes) -> None:
-        """Encode more samples."""
-        count = len(pcm) // BYTES_PER_SAMPLE
-        if count == 0:
-            return
-        frame = AudioFrame(format="s16", layout="mono", samples=count)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self.samples
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.loudness.add(pcm)
-        self.samples += count
-
-    def finish(self) -> bytes:
-        """Flush the encoder and return the whole file."""
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        self._container.close()
-        return self._buffer.getvalue()
+    def write(self, pcm: bytes | bytearray) -> None:
+        """Encode more samples, and note how loud they are."""
+        super().write(pcm)
+        self.loudness.add(bytes(pcm))
 
 
 class _Loudness:

@@ -34,6 +34,8 @@ class Recovery(commands.Cog):
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
         self._done = False
+        # Turns stored since this process started are its own, answered as they come: never taken up again.
+        self._started = utc_now()
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -42,7 +44,8 @@ class Recovery(commands.Cog):
         if self._done or minutes <= 0:
             return
         self._done = True
-        found = await self.bot.conversations.interrupted(utc_now() - timedelta(minutes=minutes))
+        since = self._started - timedelta(minutes=minutes)
+        found = await self.bot.conversations.interrupted(since, before=self._started)
         by_channel: defaultdict[int, list[Interrupted]] = defaultdict(list)
         for interrupted in found:
             by_channel[interrupted.question.channel_id].append(interrupted)

@@ -121,9 +121,10 @@ class Conversations:
             "chat", question.guild_id, question.channel_id, parent_id=question.parent_id
         )
 
-    async def interrupted(self, since: datetime) -> list[Interrupted]:
-        """The questions stored since `since` that a crash left without a whole answer, oldest first."""
-        in_flight = await self.store.turns_in_flight(since)
+    async def interrupted(self, since: datetime, before: datetime) -> list[Interrupted]:
+        """The questions stored between `since` and `before` (when this process started: later ones are being
+        answered now) that a crash left without a whole answer, oldest first."""
+        in_flight = [turn for turn in await self.store.turns_in_flight(since) if turn.created_at < before]
         cut = {turn.channel_id: turn for turn in in_flight if turn.role == "assistant"}
         found = []
         for turn in in_flight:

@@ -9,11 +9,8 @@ from typing import Any
 import asyncpg
 
 from bot.store.base import HOLD_SECONDS, RATE_WINDOW_SECONDS, Refusal, Reservation, Reserved, UsageRecord, UsageSum
-from bot.store.schema import ledger_values, rollup_keys, spend_rows, utc_day
+from bot.store.schema import ROLLUP_SUMS, ledger_values, rollup_keys, spend_rows, usage_sums, utc_day
 
-ROLLUP_SUMS = (
-    "SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(images), SUM(audio_seconds), SUM(speech_characters)"
-)
 RECORD_USAGE = """
 WITH ledger AS (
     INSERT INTO usage (created_at, feature, model, user_id, guild_id, channel_id, input_tokens, output_tokens,
@@ -77,7 +74,7 @@ class PostgresAccounting:
             " GROUP BY feature, model, image_size ORDER BY feature, model, image_size",
             *values,
         )
-        return [UsageSum(feature=r[0], model=r[1], image_size=r[2] or None, **_sums(r[3:])) for r in rows]
+        return [UsageSum(feature=r[0], model=r[1], image_size=r[2] or None, **usage_sums(r[3:])) for r in rows]
 
     async def usage_by_user(self, guild_id: int, since: datetime) -> list[UsageSum]:
         """Use in a guild from the UTC day of `since` on, per user, feature, model and image size."""
@@ -88,7 +85,9 @@ class PostgresAccounting:
             guild_id,
             utc_day(since),
         )
-        return [UsageSum(user_id=r[0], feature=r[1], model=r[2], image_size=r[3] or None, **_sums(r[4:])) for r in rows]
+        return [
+            UsageSum(user_id=r[0], feature=r[1], model=r[2], image_size=r[3] or None, **usage_sums(r[4:])) for r in rows
+        ]
 
     async def claim_identify_slot(self, bucket: int, interval: float) -> float:
         """Take a bucket's identify slot if free (0), else the seconds until it is; the database's clock orders
@@ -183,14 +182,3 @@ async def _reserve(connection: asyncpg.Connection, reservation: Reservation) -> 
         now + HOLD_SECONDS,
     )
     return Reserved(int(hold_id))
-
-
-def _sums(row: Any) -> dict[str, Any]:
-    return {
-        "requests": int(row[0]),
-        "input_tokens": int(row[1]),
-        "output_tokens": int(row[2]),
-        "images": int(row[3]),
-        "audio_seconds": float(row[4]),
-        "speech_characters": int(row[5]),
-    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
+from typing import Any
 
 from bot.store.base import Picture, UsageRecord, budget_measure
 
@@ -335,3 +336,21 @@ def spend_rows(usage: UsageRecord) -> list[tuple[str, int, float]]:
     if usage.guild_id is not None:
         rows.append(("guild", usage.guild_id, amount))
     return rows
+
+
+# The roll-up's sums, in the order usage_sums reads them (both backends' reports select them).
+ROLLUP_SUMS = (
+    "SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(images), SUM(audio_seconds), SUM(speech_characters)"
+)
+
+
+def usage_sums(row: Any) -> dict[str, Any]:
+    """The summed columns of a roll-up query (ROLLUP_SUMS), as UsageTotals takes them."""
+    return {
+        "requests": int(row[0]),
+        "input_tokens": int(row[1]),
+        "output_tokens": int(row[2]),
+        "images": int(row[3]),
+        "audio_seconds": float(row[4]),
+        "speech_characters": int(row[5]),
+    }

@@ -6,15 +6,10 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from bot.store.base import HOLD_SECONDS, RATE_WINDOW_SECONDS, Refusal, Reservation, Reserved, UsageRecord, UsageSum
-from bot.store.schema import day_key, ledger_values, rollup_keys, spend_rows, timestamp
+from bot.store.schema import ROLLUP_SUMS, day_key, ledger_values, rollup_keys, spend_rows, timestamp, usage_sums
 from bot.store.sqlite_connection import Connection, transaction
-
-ROLLUP_SUMS = (
-    "SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(images), SUM(audio_seconds), SUM(speech_characters)"
-)
 
 
 class SqliteAccounting:
@@ -54,7 +49,7 @@ class SqliteAccounting:
             " GROUP BY feature, model, image_size ORDER BY feature, model, image_size"
         )
         rows = await self._reader.run(lambda db: db.execute(query, values).fetchall())
-        return [UsageSum(feature=r[0], model=r[1], image_size=r[2] or None, **_sums(r[3:])) for r in rows]
+        return [UsageSum(feature=r[0], model=r[1], image_size=r[2] or None, **usage_sums(r[3:])) for r in rows]
 
     async def usage_by_user(self, guild_id: int, since: datetime) -> list[UsageSum]:
         """Use in a guild from the UTC day of `since` on, per user, feature, model and image size."""
@@ -64,7 +59,9 @@ class SqliteAccounting:
             " ORDER BY user_id, feature, model, image_size"
         )
         rows = await self._reader.run(lambda db: db.execute(query, (guild_id, day_key(since))).fetchall())
-        return [UsageSum(user_id=r[0], feature=r[1], model=r[2], image_size=r[3] or None, **_sums(r[4:])) for r in rows]
+        return [
+            UsageSum(user_id=r[0], feature=r[1], model=r[2], image_size=r[3] or None, **usage_sums(r[4:])) for r in rows
+        ]
 
     async def claim_identify_slot(self, bucket: int, interval: float) -> float:
         """Take a bucket's identify slot if free (0), else the seconds until it is; SQLite shares one machine's
@@ -158,14 +155,3 @@ def record_usage_in(db: sqlite3.Connection, usage: UsageRecord, moment: datetime
         )
     if hold_id is not None:
         db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
-
-
-def _sums(row: Any) -> dict[str, Any]:
-    return {
-        "requests": int(row[0]),
-        "input_tokens": int(row[1]),
-        "output_tokens": int(row[2]),
-        "images": int(row[3]),
-        "audio_seconds": float(row[4]),
-        "speech_characters": int(row[5]),
-    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -16,7 +17,7 @@ from bot.conversation import NOTE_OMITTED, Conversations, Question
 from bot.identity import Identity
 from bot.moderation import Moderator
 from bot.records import Records
-from bot.store import NewTurn, Store, open_store
+from bot.store import NewTurn, Store, open_store, utc_now
 from bot.tokens import TokenCounter
 from tests.fakes.openai_server import FakeOpenAI, ModerationReply, Reply, StreamCut, context_too_long
 
@@ -305,3 +306,16 @@ async def test_reset_forgets_the_history_in_the_store_and_in_memory(make_engine:
     assert await world.engine.reset(CHANNEL) == 2
     await ask(world, "fresh start")
     assert sent_turns(world.fake) == [("user", "Ada: fresh start")]
+
+
+async def test_questions_stored_since_this_process_started_are_never_taken_up_as_interrupted(
+    make_engine: EngineFactory,
+) -> None:
+    world = await make_engine()
+    started = utc_now()
+    await world.store.add_turn(CHANNEL, NewTurn("user", USER, "Ada", "being answered now", state="pending"))
+    # A process whose shards became ready late: the question above is its own, answered as it came.
+    assert await world.engine.interrupted(started - timedelta(minutes=5), before=started) == []
+    # To a process started after it, it is what a crash left unanswered.
+    [found] = await world.engine.interrupted(started - timedelta(minutes=5), before=utc_now() + timedelta(seconds=1))
+    assert found.question.content == "being answered now" and found.cut_answer is None
