@@ -1,8 +1,11 @@
 """The SQLite store: a writer connection and a reader connection in WAL mode, each in a thread of its own.
 
 Every method runs as one function on its connection's thread, so the statements of a transaction never
-interleave with another coroutine's, and the event loop never waits on the disk. Reports run on the reader
-connection: a long one never holds up the turns and gate checks on the writer.
+interleave with another coroutine's. The few small transactions of each turn (the gate's reservation, the
+question, the answer with its usage) run on the event loop instead while the writer's thread is idle: the
+hop to the thread would cost more than they do (Connection.run_quick), and they never wait there for a lock
+or the disk. Reports run on the reader connection: a long one never holds up the turns and gate checks on
+the writer.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class SqliteStore(SqliteTurns, SqliteAccounting):
         in_memory = str(path) == ":memory:"
         if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer = Connection("sqlite-writer")
+        writer = Connection("sqlite-writer", quick=True)
         try:
             await writer.open(lambda: connect(str(path)))
             await writer.run(_migrate)

@@ -21,16 +21,16 @@ class SqliteAccounting:
 
     async def reserve(self, reservation: Reservation) -> Reserved | Refusal:
         """Check and take a request's share of its budgets and rates in one write transaction."""
-        return await self._writer.run(transaction(lambda db: _reserve(db, reservation)))
+        return await self._writer.run_quick(transaction(lambda db: _reserve(db, reservation)))
 
     async def release_hold(self, hold_id: int) -> None:
         """Stop holding what a request would have used."""
-        await self._writer.run(lambda db: db.execute("DELETE FROM holds WHERE id = ?", (hold_id,)))
+        await self._writer.run_quick(lambda db: db.execute("DELETE FROM holds WHERE id = ?", (hold_id,)))
 
     async def record_usage(self, usage: UsageRecord, *, hold_id: int | None = None) -> None:
         """Add one call to the ledger and today's roll-ups and drop its hold, in one transaction."""
         moment = self._clock()
-        await self._writer.run(transaction(lambda db: record_usage_in(db, usage, moment, hold_id)))
+        await self._writer.run_quick(transaction(lambda db: record_usage_in(db, usage, moment, hold_id)))
 
     async def usage_by_model(
         self, since: datetime, *, user_id: int | None = None, guild_id: int | None = None

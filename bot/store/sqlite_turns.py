@@ -22,9 +22,9 @@ class SqliteTurns:
     async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
         """Append a turn to a channel's conversation."""
         created_at = self._clock()
-        turn_id = await self._writer.run(
-            transaction(lambda db: _insert_turn(db, channel_id, guild_id, turn, (), created_at))
-        )
+        insert = transaction(lambda db: _insert_turn(db, channel_id, guild_id, turn, (), created_at))
+        # A turn with pictures writes their data too: too much for the event loop.
+        turn_id = await (self._writer.run(insert) if turn.pictures else self._writer.run_quick(insert))
         named = tuple(Picture(p.filename, p.mime_type, p.tokens) for p in turn.pictures)  # the data stays stored
         return Turn(
             **{**vars(turn), "pictures": named},
@@ -54,7 +54,7 @@ class SqliteTurns:
                 record_usage_in(db, answer.usage, moment, answer.hold_id)
             return answer_id
 
-        return await self._writer.run(transaction(write))
+        return await self._writer.run_quick(transaction(write))
 
     async def abandon_answer(
         self,
@@ -76,7 +76,7 @@ class SqliteTurns:
             elif hold_id is not None:
                 db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
 
-        await self._writer.run(transaction(abandon))
+        await self._writer.run_quick(transaction(abandon))
 
     async def turns_in_flight(self, since: datetime) -> list[Turn]:
         """Pending questions and streaming answers since `since`, oldest first (a partial index keeps it small)."""
