@@ -11,8 +11,10 @@ import asyncpg
 from bot.store.base import HOLD_SECONDS, RATE_WINDOW_SECONDS, Refusal, Reservation, Reserved, UsageRecord, UsageSum
 from bot.store.schema import ROLLUP_SUMS, ledger_values, rollup_keys, spend_rows, usage_sums, utc_day
 
-RECORD_USAGE = """
-WITH ledger AS (
+# What one call used: its ledger row, today's roll-ups and the end of its hold, as the data-modifying CTEs of one
+# statement (parameters $1-$20, from usage_parameters), so that other writes can join them in one round trip.
+USAGE_WRITES = """
+ledger AS (
     INSERT INTO usage (created_at, feature, model, user_id, guild_id, channel_id, input_tokens, output_tokens,
         images, image_size, audio_seconds, speech_characters)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -31,9 +33,10 @@ WITH ledger AS (
     INSERT INTO spend_daily (scope, key, feature, day, used)
     SELECT scope, key, $2, $13, amount FROM unnest($17::text[], $18::bigint[], $19::float8[]) AS s(scope, key, amount)
     ON CONFLICT (scope, key, feature, day) DO UPDATE SET used = spend_daily.used + excluded.used
-)
-DELETE FROM holds WHERE id = $20
-"""
+), released AS (
+    DELETE FROM holds WHERE id = $20
+)"""
+RECORD_USAGE = f"WITH {USAGE_WRITES} SELECT 1"
 
 
 class PostgresAccounting:
@@ -43,13 +46,34 @@ class PostgresAccounting:
     _clock: Callable[[], datetime]
 
     async def reserve(self, reservation: Reservation) -> Reserved | Refusal:
-        """Check and take a request's share of its budgets and rates in one transaction, under the member's and
-        the server's advisory locks (always taken in that order, so two reservations never deadlock)."""
+        """Check and take a request's share of its budgets and rates in one statement (bot_reserve), under the
+        member's and the server's advisory locks (always taken in that order, so two reservations never
+        deadlock)."""
         keys = dict.fromkeys(f"{cap.scope}:{cap.key}" for cap in (*reservation.budgets, *reservation.rates))
-        async with self._pool.acquire() as connection, connection.transaction():
-            for key in sorted(keys, key=lambda name: not name.startswith("user:")):
-                await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
-            return await _reserve(connection, reservation)
+        budgets, rates = reservation.budgets, reservation.rates
+        row = await self._pool.fetchrow(
+            "SELECT * FROM bot_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            sorted(keys, key=lambda name: not name.startswith("user:")),
+            reservation.feature,
+            reservation.user_id,
+            reservation.guild_id,
+            reservation.amount,
+            reservation.now.timestamp(),
+            utc_day(reservation.now),
+            [cap.scope for cap in budgets],
+            [cap.key for cap in budgets],
+            [cap.limit for cap in budgets],
+            [cap.scope for cap in rates],
+            [cap.key for cap in rates],
+            [cap.limit for cap in rates],
+            RATE_WINDOW_SECONDS,
+            reservation.hold_id,
+            HOLD_SECONDS,
+        )
+        if row["refused"] is None:
+            return Reserved(row["new_hold"])
+        retry_after = row["retry_after"] or 0.0
+        return Refusal(row["refused"], row["refused_scope"], row["refused_limit"], row["refused_used"], retry_after)
 
     async def release_hold(self, hold_id: int) -> None:
         """Stop holding what a request would have used."""
@@ -111,10 +135,14 @@ class PostgresAccounting:
 
 async def record_usage_in(connection: Any, usage: UsageRecord, moment: datetime, hold_id: int | None) -> None:
     """The ledger row, the roll-ups and the hold's end in one statement, through a pool or a connection."""
+    await connection.execute(RECORD_USAGE, *usage_parameters(usage, moment, hold_id))
+
+
+def usage_parameters(usage: UsageRecord, moment: datetime, hold_id: int | None) -> tuple[object, ...]:
+    """The parameters of USAGE_WRITES."""
     guild_key, user_key, _, _, size_key = rollup_keys(usage)
     spends = spend_rows(usage)
-    await connection.execute(
-        RECORD_USAGE,
+    return (
         moment,
         *ledger_values(usage),
         utc_day(moment),
@@ -126,59 +154,3 @@ async def record_usage_in(connection: Any, usage: UsageRecord, moment: datetime,
         [amount for _, _, amount in spends],
         hold_id,
     )
-
-
-async def _reserve(connection: asyncpg.Connection, reservation: Reservation) -> Reserved | Refusal:
-    """Budgets first, then rates; only a request that passes both is counted and held."""
-    now = reservation.now.timestamp()
-    day = utc_day(reservation.now)
-    for cap in reservation.budgets:
-        holder = "user_id" if cap.scope == "user" else "guild_id"
-        # One statement, so what is spent and what is held are read in one snapshot.
-        used = await connection.fetchval(
-            "SELECT COALESCE((SELECT used FROM spend_daily WHERE scope = $1 AND key = $2 AND feature = $3"
-            " AND day = $4), 0)"
-            f" + COALESCE((SELECT SUM(amount) FROM holds WHERE {holder} = $2 AND feature = $3 AND expires_at > $5), 0)",
-            cap.scope,
-            cap.key,
-            reservation.feature,
-            day,
-            now,
-        )
-        if not (used < cap.limit and used + reservation.amount <= cap.limit):
-            return Refusal("budget", cap.scope, cap.limit, float(used))
-    window_start = now - RATE_WINDOW_SECONDS
-    for cap in reservation.rates:
-        await connection.execute(
-            "DELETE FROM rate_hits WHERE scope = $1 AND key = $2 AND at <= $3", cap.scope, cap.key, window_start
-        )
-        oldest_counted = await connection.fetchval(
-            "SELECT at FROM rate_hits WHERE scope = $1 AND key = $2 ORDER BY at DESC LIMIT 1 OFFSET $3",
-            cap.scope,
-            cap.key,
-            int(cap.limit) - 1,
-        )
-        if oldest_counted is not None:
-            wait = max(oldest_counted + RATE_WINDOW_SECONDS - now, 0.0)
-            return Refusal("rate", cap.scope, cap.limit, cap.limit, retry_after=wait)
-    if reservation.rates:
-        await connection.executemany(
-            "INSERT INTO rate_hits (scope, key, at) VALUES ($1, $2, $3)",
-            [(cap.scope, cap.key, now) for cap in reservation.rates],
-        )
-    if reservation.hold_id is not None:
-        await connection.execute(
-            "UPDATE holds SET amount = amount + $2 WHERE id = $1", reservation.hold_id, reservation.amount
-        )
-        return Reserved(reservation.hold_id)
-    if reservation.amount <= 0:
-        return Reserved(None)
-    hold_id = await connection.fetchval(
-        "INSERT INTO holds (user_id, guild_id, feature, amount, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        reservation.user_id,
-        reservation.guild_id,
-        reservation.feature,
-        reservation.amount,
-        now + HOLD_SECONDS,
-    )
-    return Reserved(int(hold_id))

@@ -9,8 +9,28 @@ from typing import Any
 import asyncpg
 
 from bot.store.base import MAX_PICTURES_PER_CHANNEL, AnswerWrite, NewTurn, Picture, Turn, TurnState, UsageRecord
-from bot.store.postgres_accounting import record_usage_in
+from bot.store.postgres_accounting import USAGE_WRITES, record_usage_in, usage_parameters
 from bot.store.schema import pictures_of, pictures_text, reply_ids_of, reply_ids_text
+
+TURN_COLUMNS_WRITTEN = (
+    "channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id, reply_ids, state,"
+    " created_at, pictures"
+)
+TURN_INSERTED = (
+    f"INSERT INTO turns ({TURN_COLUMNS_WRITTEN})"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id"
+)
+ANSWER_UPDATED = "UPDATE turns SET content = $1, tokens = $2, reply_ids = $3, state = 'streaming' WHERE id = $4"
+# An answer made whole, its question marked answered and the call's usage, as one statement: the usage's
+# parameters ($1-$20), the question's id ($21), then the answer's row (inserted) or its text and id (updated).
+_ANSWERED = f"WITH {USAGE_WRITES}, answered AS (UPDATE turns SET state = 'done' WHERE id = $21)"
+WHOLE_ANSWER_INSERTED = (
+    f"{_ANSWERED}, answer AS (INSERT INTO turns ({TURN_COLUMNS_WRITTEN})"
+    " VALUES ($22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34) RETURNING id) SELECT id FROM answer"
+)
+WHOLE_ANSWER_UPDATED = (
+    f"{_ANSWERED} UPDATE turns SET content = $22, tokens = $23, reply_ids = $24, state = 'done' WHERE id = $25"
+)
 
 
 class PostgresTurns:
@@ -20,10 +40,13 @@ class PostgresTurns:
     _clock: Callable[[], datetime]
 
     async def add_turn(self, channel_id: int, turn: NewTurn, *, guild_id: int | None = None) -> Turn:
-        """Append a turn to a channel's conversation."""
+        """Append a turn to a channel's conversation (one statement, unless it brings pictures)."""
         created_at = self._clock()
-        async with self._pool.acquire() as connection, connection.transaction():
-            turn_id = await _insert_turn(connection, channel_id, guild_id, turn, (), created_at)
+        if turn.pictures:
+            async with self._pool.acquire() as connection, connection.transaction():
+                turn_id = await _insert_turn(connection, channel_id, guild_id, turn, (), created_at)
+        else:
+            turn_id = await _insert_turn(self._pool, channel_id, guild_id, turn, (), created_at)
         named = tuple(Picture(p.filename, p.mime_type, p.tokens) for p in turn.pictures)  # the data stays stored
         return Turn(
             **{**vars(turn), "pictures": named},
@@ -34,29 +57,24 @@ class PostgresTurns:
         )
 
     async def write_answer(self, answer: AnswerWrite) -> int:
-        """Store (or update) an answer, and once it is whole its question's state and usage, in one transaction."""
+        """Store (or update) an answer, and once it is whole its question's state and usage: one statement."""
         moment = self._clock()
-        state: TurnState = "done" if answer.usage is not None else "streaming"
-        async with self._pool.acquire() as connection, connection.transaction():
-            if answer.answer_id is not None:
-                await connection.execute(
-                    "UPDATE turns SET content = $2, tokens = $3, reply_ids = $4, state = $5 WHERE id = $1",
-                    answer.answer_id,
-                    answer.text,
-                    answer.tokens,
-                    reply_ids_text(answer.reply_ids),
-                    state,
-                )
-                answer_id = answer.answer_id
-            else:
-                turn = NewTurn("assistant", None, "assistant", answer.text, tokens=answer.tokens, state=state)
-                answer_id = await _insert_turn(
-                    connection, answer.channel_id, answer.guild_id, turn, answer.reply_ids, moment
-                )
-            if answer.usage is not None:
-                await connection.execute("UPDATE turns SET state = 'done' WHERE id = $1", answer.question_id)
-                await record_usage_in(connection, answer.usage, moment, answer.hold_id)
-        return answer_id
+        reply_ids = reply_ids_text(answer.reply_ids)
+        state: TurnState = "streaming" if answer.usage is None else "done"
+        if answer.answer_id is None:
+            turn = NewTurn("assistant", None, "assistant", answer.text, tokens=answer.tokens, state=state)
+            row = _turn_row(answer.channel_id, answer.guild_id, turn, answer.reply_ids, moment)
+            if answer.usage is None:
+                return int(await self._pool.fetchval(TURN_INSERTED, *row))
+            whole = (*usage_parameters(answer.usage, moment, answer.hold_id), answer.question_id)
+            return int(await self._pool.fetchval(WHOLE_ANSWER_INSERTED, *whole, *row))
+        changed = (answer.text, answer.tokens, reply_ids, answer.answer_id)
+        if answer.usage is None:
+            await self._pool.execute(ANSWER_UPDATED, *changed)
+        else:
+            whole = (*usage_parameters(answer.usage, moment, answer.hold_id), answer.question_id)
+            await self._pool.execute(WHOLE_ANSWER_UPDATED, *whole, *changed)
+        return answer.answer_id
 
     async def abandon_answer(
         self,
@@ -148,19 +166,11 @@ def _turn(row: Any) -> Turn:
     return Turn(**{**dict(row), "reply_ids": reply_ids_of(row["reply_ids"]), "pictures": pictures_of(row["pictures"])})
 
 
-async def _insert_turn(
-    connection: Any,
-    channel_id: int,
-    guild_id: int | None,
-    turn: NewTurn,
-    reply_ids: tuple[int, ...],
-    created_at: datetime,
-) -> int:
-    """Insert a turn through a pool or a connection (inside a transaction); its id."""
-    turn_id = await connection.fetchval(
-        "INSERT INTO turns (channel_id, guild_id, role, author_id, author_name, content, spoken, tokens, message_id,"
-        " reply_ids, state, created_at, pictures) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        " RETURNING id",
+def _turn_row(
+    channel_id: int, guild_id: int | None, turn: NewTurn, reply_ids: tuple[int, ...], created_at: datetime
+) -> tuple[object, ...]:
+    """A turn's columns, in TURN_INSERTED's order."""
+    return (
         channel_id,
         guild_id,
         turn.role,
@@ -175,6 +185,19 @@ async def _insert_turn(
         created_at,
         pictures_text(turn.pictures),
     )
+
+
+async def _insert_turn(
+    connection: Any,
+    channel_id: int,
+    guild_id: int | None,
+    turn: NewTurn,
+    reply_ids: tuple[int, ...],
+    created_at: datetime,
+) -> int:
+    """Insert a turn through a pool or a connection (inside a transaction when it has pictures); its id."""
+    row = _turn_row(channel_id, guild_id, turn, reply_ids, created_at)
+    turn_id = await connection.fetchval(TURN_INSERTED, *row)
     if turn.pictures:
         await connection.executemany(
             "INSERT INTO turn_pictures (turn_id, channel_id, position, data) VALUES ($1, $2, $3, $4)",

@@ -32,9 +32,9 @@ from bot.store import (
     open_store,
 )
 from bot.store.base import MAX_PICTURES_PER_CHANNEL
-from bot.store.schema import SQLITE_MIGRATIONS
+from bot.store.schema import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from bot.usage import totals_by_feature
-from tests.databases import query
+from tests.databases import fresh_postgres_database, query
 
 PROJECT_ROOT = Path(__file__).parents[2]
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -226,6 +226,35 @@ async def test_a_version_1_sqlite_database_is_migrated_keeping_its_data(tmp_path
     assert over == Refusal("budget", "user", 50, 50.0)
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (len(SQLITE_MIGRATIONS),)
+
+
+async def test_a_version_3_postgres_database_gets_the_reservation_function_and_its_use_counts() -> None:
+    async with fresh_postgres_database() as url:
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            for version, statements in enumerate(POSTGRES_MIGRATIONS[:3], start=1):
+                for statement in statements:
+                    await connection.execute(statement)
+                await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            await connection.execute(
+                "INSERT INTO spend_daily (scope, key, feature, day, used) VALUES ('user', 1, 'chat', $1, 50)",
+                NOON.date(),
+            )
+        finally:
+            await connection.close()
+        store = await PostgresStore.open(url, clock=lambda: NOON)
+        try:
+            over = await store.reserve(Reservation("chat", 1, 10, 0, (Cap("user", 1, 50),), (), now=NOON))
+            other = await store.reserve(Reservation("chat", 2, 10, 0, (Cap("user", 2, 50),), (), now=NOON))
+        finally:
+            await store.close()
+        assert over == Refusal("budget", "user", 50, 50.0)
+        assert other == Reserved(None)
+        assert await query(url, "SELECT MAX(version) FROM schema_migrations") == [(len(POSTGRES_MIGRATIONS),)]
 
 
 async def test_the_doctor_reads_a_live_database_with_its_last_commits(tmp_path: Path) -> None:
