@@ -8,13 +8,17 @@ to its previous answer; answers are replies), each turn's overhead is the time f
 dispatching MESSAGE_CREATE to the moment the answer's final text is visible in the emulator (taken in its
 on_message_change callback, not by polling). The same figures for the floor (bench/floor_bot.py: one
 INSERT into SQLite on a worker thread and one channel.send per message) are measured in the same run, each
-in a fresh emulator, and the ratio printed.
+in a fresh emulator, and the ratio printed. Beside it, "floor + API" is the same bare bot asking the fake
+for each answer (the message alone, streamed): what the API call costs by itself, a reference for how much
+of the real bot's time is the call and how much its own work around it.
 
 How to read it: "median"/"p95" are per-turn overheads; "first-20"/"last-20" the medians of the first and
 last 20 turns (a growing history must not slow turns down); "fake API" is what the fake OpenAI server spent
 per turn (its handler, from request to end of stream: also the bot writing the request and reading the
 stream, as the two overlap), and "minus API" the overhead without it. "REST/turn" counts the Discord calls
-per turn (a one-chunk answer should cost one). RSS is the bot process's: idle after start and a warm-up,
+per turn (a one-chunk answer should cost one); "CPU/turn" the process's own CPU time per turn, all of its
+work, including what happens after the answer shows (the end of the stream, its usage written). RSS is the
+bot process's: idle after start and a warm-up,
 and its peak (VmHWM). Limits: per-minute limits are off and daily chat budgets out of reach (one member's
 2,000 quick turns would be refused); the budget checks still run. The emulator enforces no per-channel
 rate limit here (Discord's ~5 writes per 5 s per channel would slow such quick turns). tiktoken cannot
@@ -33,10 +37,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import harness
 from harness import AnswerClock, Fakes, Seen, answered, median, ms, p95
@@ -46,6 +51,8 @@ from tests.databases import fresh_postgres_database
 from tests.fakes.discord_emulator import DiscordEmulator, EmuMessage
 
 WARMUP_TURNS = 5
+FLOOR = "floor"
+FLOOR_ASKING = "floor + API"
 EDGE = 20  # the first and last turns compared
 ANSWER_TIMEOUT = 30.0
 # About what people type in a chat turn (~60 tokens); the echo answer is as long, so the window fills.
@@ -57,12 +64,13 @@ FILLER = (
 
 @dataclass
 class Series:
-    """One series of turns: overheads, the fake API's share, REST calls."""
+    """One series of turns: overheads, the fake API's share, REST calls, the process's CPU time."""
 
     overheads: list[float] = field(default_factory=list)
     api: list[float] = field(default_factory=list)
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     edited: list[bool] = field(default_factory=list)  # whether the answer was edited before it was final
+    cpu: float = 0.0  # seconds of CPU the process used for the series (its own, not the fakes')
 
 
 @dataclass
@@ -177,16 +185,19 @@ class Turns:
         return opened.id
 
 
-async def measure(who: str, turns: int, database: Callable[[Path], AbstractAsyncContextManager[str]] | None) -> Result:
-    """Run one process (the real bot on `database`, or the floor when it is None) through both series."""
+async def measure(
+    who: str, turns: int, database: Callable[[Path], AbstractAsyncContextManager[str]] | None, *, api: bool = False
+) -> Result:
+    """Run one process (the real bot on `database`, or the floor when it is None, asking the API with `api`)
+    through both series."""
     result = Result(who)
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as folder_name:
         folder = Path(folder_name)
         async with harness.fakes(build=build) as fakes, database(folder) if database else nullcontext("") as url:
             if database is None:
-                process = await harness.launch(
-                    "floor", harness.FLOOR, fakes, harness.floor_env(fakes, folder / "floor.db"), folder
-                )
+                asking = {"FLOOR_OPENAI_URL": fakes.fake.base_url, "OPENAI_API_KEY": harness.API_KEY} if api else {}
+                env = harness.floor_env(fakes, folder / "floor.db", **asking)
+                process = await harness.launch("floor", harness.FLOOR, fakes, env, folder)
             else:
                 process = await harness.launch("bot", harness.LAUNCHER, fakes, harness.bot_env(fakes, url), folder)
             runner = Turns(fakes, real=database is not None)
@@ -194,8 +205,10 @@ async def measure(who: str, turns: int, database: Callable[[Path], AbstractAsync
                 await harness.wait_connected(fakes.emulator, [process], shards=1, guild_id=fakes.emulator.guild_id)
                 await runner.warm_up()
                 result.idle_rss = process.rss()
-                result.series["thread"] = await runner.series("t", await runner.thread(), turns, chain=False)
-                result.series["mentions"] = await runner.series("m", fakes.emulator.random.id, turns, chain=True)
+                thread = await runner.thread()
+                result.series["thread"] = await timed(process, runner.series("t", thread, turns, chain=False))
+                mentions = runner.series("m", fakes.emulator.random.id, turns, chain=True)
+                result.series["mentions"] = await timed(process, mentions)
                 result.peak_rss = process.peak_rss()
             except BaseException:
                 print(f"{who} failed; the end of its log:\n{process.tail()}", file=sys.stderr)
@@ -205,6 +218,14 @@ async def measure(who: str, turns: int, database: Callable[[Path], AbstractAsync
                 result.problems = process.log_problems()
                 runner.clock.close()
     return result
+
+
+async def timed(process: harness.Process, running: Coroutine[Any, Any, Series]) -> Series:
+    """A series with the CPU time the process used while it ran."""
+    before = process.cpu_seconds()
+    series = await running
+    series.cpu = process.cpu_seconds() - before
+    return series
 
 
 def sqlite_database(folder: Path) -> AbstractAsyncContextManager[str]:
@@ -240,6 +261,7 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
             into.api += series.api
             into.calls += series.calls
             into.edited += series.edited
+            into.cpu += series.cpu
         idle, peak = memory.setdefault(result.who, ([], []))
         idle += [result.idle_rss] if result.idle_rss else []
         peak += [result.peak_rss] if result.peak_rss else []
@@ -261,6 +283,7 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
                     ms(median(series.api)),
                     ms(median(minus)),
                     f"{sum(series.calls.values()) / len(series.overheads):.2f}",
+                    ms(series.cpu / len(series.overheads)),
                     harness.mb(max(idle) if idle else None),
                     harness.mb(max(peak) if peak else None),
                 ]
@@ -275,6 +298,7 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
         "fake API",
         "minus API",
         "REST/turn",
+        "CPU/turn",
         "idle MB",
         "peak MB",
     ]
@@ -284,15 +308,7 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
         harness.table(header, rows),
         "",
     ]
-    floor = pooled.get("floor", {})
-    for who, by_series in pooled.items():
-        if who == "floor":
-            continue
-        for name, series in by_series.items():
-            if name in floor:
-                ratio = median(series.overheads) / median(floor[name].overheads)
-                verdict = "ok" if ratio <= 1.25 else "MISSED"
-                lines.append(f"{who} {name}: median {ratio:.2f}x the floor (target <= 1.25x: {verdict})")
+    lines += _ratios(pooled)
     lines.append("")
     lines.append("REST calls per turn by route (target: a one-chunk answer costs 1):")
     for who, by_series in pooled.items():
@@ -313,6 +329,25 @@ def report(results: list[Result], turns: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
+def _ratios(pooled: dict[str, dict[str, Series]]) -> list[str]:
+    """Each real bot's median against the floor (the target) and against the floor that asks the API."""
+    floor, asking = pooled.get(FLOOR, {}), pooled.get(FLOOR_ASKING, {})
+    lines = []
+    for who, by_series in pooled.items():
+        if who in (FLOOR, FLOOR_ASKING):
+            continue
+        for name, series in by_series.items():
+            bot = median(series.overheads)
+            if name in floor:
+                ratio = bot / median(floor[name].overheads)
+                verdict = "ok" if ratio <= 1.25 else "MISSED"
+                line = f"{who} {name}: median {ratio:.2f}x the floor (target <= 1.25x: {verdict})"
+                if name in asking:
+                    line += f"; {bot / median(asking[name].overheads):.2f}x the {FLOOR_ASKING}"
+                lines.append(line)
+    return lines
+
+
 def _per_round(results: list[Result], who: str, name: str, edge: int) -> list[float]:
     """The first (edge 0) or last (edge 1) EDGE overheads of each round, pooled."""
     picked: list[float] = []
@@ -326,7 +361,8 @@ def _per_round(results: list[Result], who: str, name: str, edge: int) -> list[fl
 async def main(turns: int, rounds: int) -> None:
     """Alternate the floor and the bot (SQLite, then PostgreSQL if there is a server) for each round."""
     targets: list[tuple[str, Callable[[Path], AbstractAsyncContextManager[str]] | None]] = [
-        ("floor", None),
+        (FLOOR, None),
+        (FLOOR_ASKING, None),
         ("bot SQLite", sqlite_database),
     ]
     if harness.postgres_url():
@@ -335,7 +371,7 @@ async def main(turns: int, rounds: int) -> None:
     started = time.monotonic()
     for _ in range(rounds):
         for who, database in targets:
-            results.append(await measure(who, turns, database))
+            results.append(await measure(who, turns, database, api=who == FLOOR_ASKING))
     print(report(results, turns, rounds))
     if not harness.postgres_url():
         print(harness.skipped_postgres())

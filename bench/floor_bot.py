@@ -10,11 +10,16 @@ message from a person stores it (one INSERT into an SQLite file in WAL mode with
 worker thread, as bot/store/sqlite.py does) and answers with one `channel.send` (a reply when it was
 mentioned). `/usage` defers and edits its answer once; `/settings show` answers at once: the floor of the
 real bot's two report commands.
+
+With FLOOR_OPENAI_URL (and OPENAI_API_KEY) set, the answer is what a bare bot calling the API would send:
+the streamed chat completion of that message alone, read with aiohttp (discord.py's own HTTP client), so
+the cost of the call itself can be told apart from the real bot's work around it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -22,6 +27,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -37,6 +43,7 @@ SCHEMA = (
 )
 
 HOLD = "[hold]"
+FLOOR_MODEL = "gpt-4o-mini"
 
 
 class Floor(commands.AutoShardedBot):
@@ -62,11 +69,15 @@ class Floor(commands.AutoShardedBot):
         self._db: sqlite3.Connection | None = None
         self._guild_id = guild_id
         self._hold_seconds = hold_seconds
+        self._api_url = os.environ.get("FLOOR_OPENAI_URL")
+        self._http: aiohttp.ClientSession | None = None
 
     async def setup_hook(self) -> None:
         """Open the database on its thread and register the two commands."""
         loop = asyncio.get_running_loop()
         self._db = await loop.run_in_executor(self._executor, connect, self._database_path)
+        if self._api_url:
+            self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"})
         await loop.run_in_executor(self._executor, self._db.execute, SCHEMA)
         self.tree.add_command(usage)
         self.tree.add_command(settings)
@@ -89,14 +100,35 @@ class Floor(commands.AutoShardedBot):
         if HOLD in message.content:
             await asyncio.sleep(self._hold_seconds)
         text = f"Echo: {message.author.display_name}: {message.content}"[:2000]
+        if self._http is not None:
+            text = (await self._ask(message.content))[:2000]
         if self.user is not None and self.user in message.mentions:
             await message.channel.send(text, reference=message.to_reference(fail_if_not_exists=False))
         else:
             await message.channel.send(text)
 
+    async def _ask(self, content: str) -> str:
+        """The streamed chat completion of `content` alone: its text, read from the Server-Sent Events."""
+        assert self._http is not None and self._api_url is not None
+        body = {
+            "model": FLOOR_MODEL,
+            "messages": [{"role": "user", "content": content}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        text = ""
+        async with self._http.post(f"{self._api_url}/chat/completions", json=body) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                if line.startswith(b"data: {"):
+                    text += "".join(choice["delta"].get("content") or "" for choice in json.loads(line[6:])["choices"])
+        return text
+
     async def close(self) -> None:
-        """Log out, then close the database."""
+        """Log out, then close the database and the API session."""
         await super().close()
+        if self._http is not None:
+            await self._http.close()
         if self._db is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
         self._executor.shutdown()

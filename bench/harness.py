@@ -43,6 +43,7 @@ UNLIMITED = {
     "USER_DAILY_CHAT_TOKENS": str(10**12),
     "GUILD_DAILY_CHAT_TOKENS": str(10**12),
 }
+API_KEY = "sk-test-key"  # the key the fake OpenAI server accepts
 PROBE_SECONDS = 3.0
 PROBES = 10
 
@@ -226,7 +227,7 @@ def bot_env(fakes: Fakes, database_url: str, **extra: str) -> dict[str, str]:
     """The real bot's environment: default settings, wired to the fakes, with UNLIMITED limits."""
     return {
         "DISCORD_TOKEN": fakes.emulator.token,
-        "OPENAI_API_KEY": "sk-test-key",
+        "OPENAI_API_KEY": API_KEY,
         "OPENAI_BASE_URL": fakes.fake.base_url,
         "DATABASE_URL": database_url,
         "DISCORD_GUILD_ID": str(fakes.emulator.guild_id),

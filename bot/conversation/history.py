@@ -90,7 +90,10 @@ class History:
         cached = self._channels.get(channel_id)
         if cached is None:
             return
-        # An answer being written is one of the newest turns: look from the end.
+        if not cached.turns or turn.id > cached.turns[-1].id:  # a turn stored for the first time: newer than all
+            self.append(channel_id, turn)
+            return
+        # An answer being written again is one of the newest turns: look from the end.
         for index in range(len(cached.turns) - 1, -1, -1):
             kept = cached.turns[index]
             if kept.id == turn.id:
